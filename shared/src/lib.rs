@@ -1,0 +1,23 @@
+//! Palisade's one message-handling crate.
+//!
+//! Every Lambda binary in `functions/` is a thin `main.rs` over a `handle` function; everything they have in
+//! common lives here, so that message formats, batching, error classes, idempotency, the action ledger,
+//! configuration and telemetry are decided once. Function crates never touch SQS or SNS JSON themselves.
+#![deny(missing_docs)]
+
+pub mod action;
+pub mod aws;
+pub mod batch;
+pub mod config;
+pub mod envelope;
+pub mod error;
+pub mod events;
+pub mod idempotency;
+pub mod incident;
+pub mod ledger;
+pub mod metrics;
+pub mod publish;
+pub mod telemetry;
+
+pub use envelope::{Envelope, Message, TenantId};
+pub use error::{Class, Classify};

@@ -1,0 +1,116 @@
+//! Publishing envelopes to SNS, with routing attributes for subscription filters.
+
+use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
+
+use crate::config::TopicArn;
+use crate::envelope::{Envelope, Message};
+use crate::error::AwsError;
+
+/// Publishes envelopes; built once per cold start.
+#[derive(Clone, Debug)]
+pub struct Publisher {
+    sns: aws_sdk_sns::Client,
+}
+
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The SNS call failed.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// Could not build the message or its attributes.
+    #[error("could not build message: {0}")]
+    Build(String),
+    /// Some entries of a batch were refused.
+    #[error("{failed} of {total} messages were not published")]
+    Partial {
+        /// How many failed.
+        failed: usize,
+        /// How many were sent.
+        total: usize,
+    },
+}
+
+impl crate::error::Classify for PublishError {
+    fn class(&self) -> crate::error::Class {
+        match self {
+            PublishError::Aws(e) => e.class,
+            PublishError::Build(_) => crate::error::Class::Permanent,
+            PublishError::Partial { .. } => crate::error::Class::Transient,
+        }
+    }
+    fn code(&self) -> &'static str {
+        "publish_failed"
+    }
+}
+
+fn attr(data_type: &str, value: &str) -> Result<MessageAttributeValue, PublishError> {
+    MessageAttributeValue::builder()
+        .data_type(data_type)
+        .string_value(value)
+        .build()
+        .map_err(|e| PublishError::Build(e.to_string()))
+}
+
+fn attributes<M: Message>(
+    env: &Envelope<M>,
+) -> Result<std::collections::HashMap<String, MessageAttributeValue>, PublishError> {
+    Ok([
+        ("tenant".to_owned(), attr("String", env.tenant.as_str())?),
+        ("kind".to_owned(), attr("String", &env.kind)?),
+        ("schema_version".to_owned(), attr("Number", &env.schema_version.to_string())?),
+    ]
+    .into_iter()
+    .collect())
+}
+
+impl Publisher {
+    /// Wraps an SNS client.
+    pub fn new(sns: aws_sdk_sns::Client) -> Self {
+        Self { sns }
+    }
+
+    /// Publishes one envelope; returns the SNS message id.
+    pub async fn publish<M: Message>(&self, topic: &TopicArn, env: &Envelope<M>) -> Result<String, PublishError> {
+        let body = env.to_json().map_err(|e| PublishError::Build(e.to_string()))?;
+        let out = self
+            .sns
+            .publish()
+            .topic_arn(topic.as_str())
+            .message(body)
+            .set_message_attributes(Some(attributes(env)?))
+            .send()
+            .await
+            .map_err(|e| AwsError::new("sns:Publish", e))?;
+        Ok(out.message_id.unwrap_or_default())
+    }
+
+    /// Publishes many envelopes, ten per request (the SNS limit).
+    pub async fn publish_batch<M: Message>(&self, topic: &TopicArn, envs: &[Envelope<M>]) -> Result<(), PublishError> {
+        let mut failed = 0;
+        for chunk in envs.chunks(10) {
+            let mut entries = Vec::with_capacity(chunk.len());
+            for (i, env) in chunk.iter().enumerate() {
+                let body = env.to_json().map_err(|e| PublishError::Build(e.to_string()))?;
+                entries.push(
+                    PublishBatchRequestEntry::builder()
+                        .id(format!("m{i}"))
+                        .message(body)
+                        .set_message_attributes(Some(attributes(env)?))
+                        .build()
+                        .map_err(|e| PublishError::Build(e.to_string()))?,
+                );
+            }
+            let out = self
+                .sns
+                .publish_batch()
+                .topic_arn(topic.as_str())
+                .set_publish_batch_request_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| AwsError::new("sns:PublishBatch", e))?;
+            failed += out.failed.map(|f| f.len()).unwrap_or(0);
+        }
+        if failed > 0 { Err(PublishError::Partial { failed, total: envs.len() }) } else { Ok(()) }
+    }
+}
