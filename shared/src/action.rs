@@ -271,7 +271,8 @@ async fn enforce<A: Action, L: Ledger>(
     let params_json = if req.params.is_null() { json!({}) } else { req.params.clone() };
     let params: A::Params = serde_json::from_value(params_json)
         .map_err(|e| ActionError::Params { action: A::NAME, reason: crate::envelope::safe_json_error(&e) })?;
-    let id = LedgerEntry::derive_id(RecordType::Action, &[A::NAME, &req.resource.id, &req.violation_id, req.mode.as_str()]);
+    let id =
+        LedgerEntry::derive_id(RecordType::Action, &[A::NAME, &req.resource.id, &req.violation_id, req.mode.as_str()]);
     let existing = ctx.ledger.get(&id).await?;
     if existing.as_ref().is_some_and(|e| e.outcome != APPLYING) {
         tracing::info!(message = "Already enforced; nothing to do.", ledger_id = %id);
@@ -426,7 +427,11 @@ pub async fn run<A: Action>(action: A, sdk: &SdkConfig) -> Result<(), lambda_run
     let runner_cfg = got(runner_cfg, "runner configuration")?;
     let violations = Violations::new(aws_sdk_dynamodb::Client::new(sdk), got(violations, "PALISADE_VIOLATIONS_TABLE")?);
     let runner = Runner::new(runner_cfg, sdk);
-    let ctx = ActionCtx { function: runner.config().function.clone(), ledger: runner.ledger().clone(), violations: Some(violations) };
+    let ctx = ActionCtx {
+        function: runner.config().function.clone(),
+        ledger: runner.ledger().clone(),
+        violations: Some(violations),
+    };
     let (action, ctx) = (&action, &ctx);
     runner
         .run(move |msg: Envelope<ActionCommand>| async move {
@@ -473,7 +478,12 @@ mod tests {
             if *fail {
                 *fail = false;
                 // the change happened, then the invocation died before recording it
-                return Err(ActionError::Aws(AwsError { op: "x", class: Class::Transient, code: "Timeout".into(), detail: String::new() }));
+                return Err(ActionError::Aws(AwsError {
+                    op: "x",
+                    class: Class::Transient,
+                    code: "Timeout".into(),
+                    detail: String::new(),
+                }));
             }
             Ok(json!({"on": false}))
         }
@@ -543,7 +553,11 @@ mod tests {
         // and undo restores it
         let undo = Envelope::new(
             "acme".parse().unwrap(),
-            ActionCommand::Undo(UndoRequest { action: "turn-off".into(), ledger_id: e.id.clone(), requested_by: "alice".into() }),
+            ActionCommand::Undo(UndoRequest {
+                action: "turn-off".into(),
+                ledger_id: e.id.clone(),
+                requested_by: "alice".into(),
+            }),
         );
         assert_eq!(handle(&a, &c, undo.clone()).await.unwrap(), Handled::Recorded("undone".into()));
         assert_eq!(*a.on.lock().unwrap(), Some(true));
@@ -560,7 +574,10 @@ mod tests {
         assert_eq!(a.applies.load(Ordering::SeqCst), 0);
         let (a, c) = (Switch::default(), ctx());
         *a.on.lock().unwrap() = Some(false);
-        assert_eq!(handle(&a, &c, cmd(Mode::Enforce, Value::Null)).await.unwrap(), Handled::Recorded("already-compliant".into()));
+        assert_eq!(
+            handle(&a, &c, cmd(Mode::Enforce, Value::Null)).await.unwrap(),
+            Handled::Recorded("already-compliant".into())
+        );
         let (a, c) = (Switch::default(), ctx());
         assert_eq!(handle(&a, &c, cmd(Mode::Enforce, Value::Null)).await.unwrap(), Handled::Recorded("gone".into()));
     }
@@ -585,7 +602,11 @@ mod tests {
         let undo = |id: &str| {
             Envelope::new(
                 "acme".parse().unwrap(),
-                ActionCommand::Undo(UndoRequest { action: "turn-off".into(), ledger_id: id.into(), requested_by: "bob".into() }),
+                ActionCommand::Undo(UndoRequest {
+                    action: "turn-off".into(),
+                    ledger_id: id.into(),
+                    requested_by: "bob".into(),
+                }),
             )
         };
         assert_eq!(handle(&a, &c, undo("action-nope")).await.unwrap_err().code(), "cannot_undo");

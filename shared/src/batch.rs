@@ -140,7 +140,9 @@ impl Runner {
         lambda_runtime::run(service_fn(move |ev: LambdaEvent<SqsEvent>| {
             let handler = handler.clone();
             async move {
-                let (resp, _) = process_batch(&self.cfg, &self.store, &self.sink, ev.payload, ev.context.deadline(), &handler).await;
+                let (resp, _) =
+                    process_batch(&self.cfg, &self.store, &self.sink, ev.payload, ev.context.deadline(), &handler)
+                        .await;
                 crate::telemetry::mark_warm();
                 Ok::<_, Infallible>(resp)
             }
@@ -302,7 +304,9 @@ where
     K: FailureSink,
 {
     let raw = r.body.as_deref().unwrap_or("");
-    let reject = |meta, class, code, summary| reject(sink, Rejection { raw_body: raw, message_id: id, meta, class, code, summary });
+    let reject = |meta, class, code, summary| {
+        reject(sink, Rejection { raw_body: raw, message_id: id, meta, class, code, summary })
+    };
 
     let decoded = crate::events::unwrap_sns(raw).and_then(|body| I::decode(&body));
     let input = match decoded {
@@ -408,7 +412,11 @@ mod tests {
                     reason: "sink down".into(),
                 }));
             }
-            self.kept.lock().unwrap().push((r.raw_body.to_owned(), r.code, r.meta.and_then(|m| m.tenant.as_ref().map(|t| t.to_string()))));
+            self.kept.lock().unwrap().push((
+                r.raw_body.to_owned(),
+                r.code,
+                r.meta.and_then(|m| m.tenant.as_ref().map(|t| t.to_string())),
+            ));
             Ok("incident-1".into())
         }
     }
@@ -488,7 +496,11 @@ mod tests {
     #[tokio::test]
     async fn a_panic_in_one_record_loses_no_other_record() {
         let (store, sink, calls) = (MemoryIdempotency::default(), Sink::default(), AtomicUsize::new(0));
-        let records = vec![record("1", via_sns(&job("ok"))), record("2", via_sns(&job("panic"))), record("3", via_sns(&job("ok")))];
+        let records = vec![
+            record("1", via_sns(&job("ok"))),
+            record("2", via_sns(&job("panic"))),
+            record("3", via_sns(&job("ok"))),
+        ];
         let (resp, tally) = run(&store, &sink, records, &calls).await;
         assert!(resp.batch_item_failures.is_empty());
         assert_eq!(tally.done, 2);

@@ -36,7 +36,12 @@ impl<M: Message> Inbound for Envelope<M> {
         Envelope::decode(body)
     }
     fn meta(&self) -> Meta {
-        Meta { id: self.id.to_string(), tenant: Some(self.tenant.clone()), correlation_id: self.correlation_id, kind: M::KIND }
+        Meta {
+            id: self.id.to_string(),
+            tenant: Some(self.tenant.clone()),
+            correlation_id: self.correlation_id,
+            kind: M::KIND,
+        }
     }
 }
 
@@ -104,7 +109,8 @@ pub fn decode_s3_key(raw: &str) -> Result<String, EnvelopeError> {
 
 impl Inbound for S3Notification {
     fn decode(body: &str) -> Result<Self, EnvelopeError> {
-        let v: serde_json::Value = serde_json::from_str(body).map_err(|e| EnvelopeError::NotJson(safe_json_error(&e)))?;
+        let v: serde_json::Value =
+            serde_json::from_str(body).map_err(|e| EnvelopeError::NotJson(safe_json_error(&e)))?;
         if v.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
             return Ok(Self { objects: Vec::new() });
         }
@@ -135,7 +141,13 @@ impl Inbound for S3Notification {
             .objects
             .iter()
             .map(|o| {
-                format!("{}/{}@{}#{}", o.bucket, o.key, o.version_id.as_deref().unwrap_or(""), o.sequencer.as_deref().unwrap_or(""))
+                format!(
+                    "{}/{}@{}#{}",
+                    o.bucket,
+                    o.key,
+                    o.version_id.as_deref().unwrap_or(""),
+                    o.sequencer.as_deref().unwrap_or("")
+                )
             })
             .collect::<Vec<_>>()
             .join("|");

@@ -119,7 +119,11 @@ impl IdempotencyStore for DynamoIdempotency {
                     .await
                     .map_err(|e| AwsError::new("dynamodb:GetItem", e))?;
                 let status = got.item.as_ref().and_then(|i| i.get("status")).and_then(|s| s.as_s().ok());
-                Ok(if status.map(String::as_str) == Some(COMPLETED) { Claim::AlreadyCompleted } else { Claim::InProgress })
+                Ok(if status.map(String::as_str) == Some(COMPLETED) {
+                    Claim::AlreadyCompleted
+                } else {
+                    Claim::InProgress
+                })
             }
         }
     }
@@ -151,10 +155,13 @@ impl IdempotencyStore for DynamoIdempotency {
     }
 }
 
+/// A remembered claim: completed?, in progress until, expires at.
+type MemoryClaim = (bool, DateTime<Utc>, DateTime<Utc>);
+
 /// In-memory store with the same semantics, for unit tests of the runner's accounting.
 #[derive(Debug, Default)]
 pub struct MemoryIdempotency {
-    items: Mutex<HashMap<String, (bool, DateTime<Utc>, DateTime<Utc>)>>,
+    items: Mutex<HashMap<String, MemoryClaim>>,
 }
 
 impl IdempotencyStore for MemoryIdempotency {
@@ -210,7 +217,10 @@ mod tests {
         assert_eq!(s.claim("f#1", later, ip, exp).await.unwrap(), Claim::AlreadyCompleted);
         // completed records expire with their TTL
         let much_later = t0 + Duration::hours(2);
-        assert_eq!(s.claim("f#1", much_later, much_later, much_later + Duration::hours(1)).await.unwrap(), Claim::Acquired);
+        assert_eq!(
+            s.claim("f#1", much_later, much_later, much_later + Duration::hours(1)).await.unwrap(),
+            Claim::Acquired
+        );
     }
 
     #[tokio::test]

@@ -102,7 +102,8 @@ impl<L: Ledger> Incidents<L> {
     pub async fn raise(&self, r: &IncidentReport) -> Result<String, IncidentError> {
         let id = LedgerEntry::derive_id(RecordType::Incident, &[&self.function, &r.source_id, &r.code]);
         let tenant = r.tenant.clone().unwrap_or_else(TenantId::unknown);
-        let correlation_id = r.correlation_id.unwrap_or_else(|| Uuid::new_v5(&Uuid::NAMESPACE_OID, r.source_id.as_bytes()));
+        let correlation_id =
+            r.correlation_id.unwrap_or_else(|| Uuid::new_v5(&Uuid::NAMESPACE_OID, r.source_id.as_bytes()));
         let entry = LedgerEntry {
             id: id.clone(),
             record_type: RecordType::Incident,
@@ -197,11 +198,11 @@ fn sqs_attr(v: &str) -> Option<MessageAttributeValue> {
 impl<L: Ledger> FailureSink for DeadLetter<L> {
     async fn reject(&self, r: &Rejection<'_>) -> Result<String, IncidentError> {
         let source_id = r.meta.map(|m| m.id.clone()).unwrap_or_else(|| r.message_id.to_owned());
-        let mut send = self
-            .sqs
-            .send_message()
-            .queue_url(self.dlq.as_str())
-            .message_body(if r.raw_body.is_empty() { "(empty body)" } else { r.raw_body });
+        let mut send = self.sqs.send_message().queue_url(self.dlq.as_str()).message_body(if r.raw_body.is_empty() {
+            "(empty body)"
+        } else {
+            r.raw_body
+        });
         for (k, v) in [
             ("palisade-error-class", r.class.as_str()),
             ("palisade-error-code", r.code),

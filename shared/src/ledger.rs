@@ -331,7 +331,8 @@ impl Ledger for MemoryLedger {
         fields: serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), LedgerError> {
         let mut m = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let e = m.get_mut(id).ok_or_else(|| LedgerError::Malformed { id: id.into(), reason: "no such entry".into() })?;
+        let e =
+            m.get_mut(id).ok_or_else(|| LedgerError::Malformed { id: id.into(), reason: "no such entry".into() })?;
         if let Some(o) = outcome {
             e.outcome = o.to_owned();
         }

@@ -50,8 +50,7 @@ impl Metrics {
     /// The EMF document.
     pub fn to_emf(&self, timestamp_ms: i64) -> Value {
         let dims: Vec<&str> = self.dimensions.iter().map(|(k, _)| k.as_str()).collect();
-        let defs: Vec<Value> =
-            self.values.iter().map(|(n, _, u)| json!({"Name": n, "Unit": u.as_str()})).collect();
+        let defs: Vec<Value> = self.values.iter().map(|(n, _, u)| json!({"Name": n, "Unit": u.as_str()})).collect();
         let mut doc = Map::new();
         doc.insert(
             "_aws".into(),

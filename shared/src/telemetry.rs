@@ -83,8 +83,8 @@ pub fn mark_warm() {
 /// Installs the JSON subscriber on stdout; reads the log level from `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG`.
 pub fn init() {
     let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_default();
-    let filter = EnvFilter::try_new(if level.is_empty() { "info" } else { &level })
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_new(if level.is_empty() { "info" } else { &level }).unwrap_or_else(|_| EnvFilter::new("info"));
     let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "local".to_owned());
     // A second init (tests) keeps the first subscriber; that is not an error worth failing on.
     let _ = tracing_subscriber::registry().with(filter).with(JsonLayer::new(function, std::io::stdout)).try_init();
@@ -219,9 +219,11 @@ mod tests {
 
     #[test]
     fn sensitive_fields_and_redacted_values_never_reach_the_log() {
-        let secrets = ["Łódź Textil S.A.", "27721.20", "12 Harbour Road", "%PDF-1.7 quote body", "hunter2", "s3cr3t-token"];
+        let secrets =
+            ["Łódź Textil S.A.", "27721.20", "12 Harbour Road", "%PDF-1.7 quote body", "hunter2", "s3cr3t-token"];
         let lines = capture(|| {
-            let span = tracing::info_span!("record", message_id = "m-1", correlation_id = "c-9", name = "Łódź Textil S.A.");
+            let span =
+                tracing::info_span!("record", message_id = "m-1", correlation_id = "c-9", name = "Łódź Textil S.A.");
             let _g = span.enter();
             tracing::info!(
                 insured_name = "Łódź Textil S.A.",

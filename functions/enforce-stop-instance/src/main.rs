@@ -1,1 +1,6 @@
-fn main() {}
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    palisade_shared::telemetry::init();
+    let sdk = palisade_shared::aws::sdk_config().await;
+    palisade_shared::action::run(enforce_stop_instance::StopInstance::new(&sdk), &sdk).await
+}

@@ -1,0 +1,100 @@
+"""The foundation's real path: SNS -> SQS -> the real function binary through the Runtime API -> ledger, with
+duplicate delivery recorded once, and poison messages kept in the dead-letter queue with an incident and an alert."""
+import json
+import time
+import uuid
+
+from boto3.dynamodb.conditions import Key
+
+from palisade_local.messages import drain, enforce_command, envelope, publish, wait_for
+
+
+def _instance(stack):
+    ec2 = stack.client("ec2")
+    ami = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    return ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, InstanceType="t3.micro")["Instances"][0]["InstanceId"]
+
+
+def _state(stack, instance_id):
+    r = stack.client("ec2").describe_instances(InstanceIds=[instance_id])
+    return r["Reservations"][0]["Instances"][0]["State"]["Name"]
+
+
+def _ledger(stack, record_type):
+    table = stack.session.resource("dynamodb").Table(stack.stacks["compliance"].physical["LedgerTable"])
+    return table.query(IndexName="by-type", KeyConditionExpression=Key("record_type").eq(record_type))["Items"]
+
+
+def test_duplicate_delivery_changes_the_resource_once_and_records_one_entry(stack):
+    # GIVEN a running instance and an enforcement message for it
+    st = stack.stacks["compliance"]
+    instance = _instance(stack)
+    assert _state(stack, instance) == "running"
+    env = envelope("action.command", "acme", enforce_command("stop-instance", f"v-{uuid.uuid4()}", "ec2-instance", instance))
+    fn = stack.lambdas.function("enforce-stop-instance")
+    before = fn.invocations
+
+    # WHEN the same message is delivered twice through SNS -> SQS
+    sns = stack.client("sns")
+    publish(sns, st.physical["EnforceStopInstanceTopic"], env)
+    publish(sns, st.physical["EnforceStopInstanceTopic"], env)
+
+    # THEN the instance is stopped and exactly one ledger entry records it, with before and after state
+    entries = wait_for(lambda: [e for e in _ledger(stack, "action") if e["resource"] == instance and e["outcome"] == "applied"],
+                       what="the ledger entry")
+    wait_for(lambda: fn.invocations >= before + 2 or None, what="both deliveries to be handled")
+    time.sleep(1.0)
+    entries = [e for e in _ledger(stack, "action") if e["resource"] == instance]
+    assert len(entries) == 1, entries
+    e = entries[0]
+    assert e["correlation_id"] == env["correlation_id"]
+    details = json.loads(e["details"])
+    assert details["before"] == {"state": "running"}
+    assert details["after"]["state"] in ("stopping", "stopped")
+    assert _state(stack, instance) in ("stopping", "stopped")
+    log = open(fn.log_path, encoding="utf-8").read()
+    assert "Duplicate delivery skipped." in log
+
+
+def test_poison_messages_end_in_the_dlq_with_an_incident_and_an_alert(stack, alerts):
+    st = stack.stacks["compliance"]
+    sqs, sns = stack.client("sqs"), stack.client("sns")
+    dlq = st.physical["EnforceStopInstanceDLQ"]
+    marker = uuid.uuid4().hex
+    not_json = f"definitely not json {marker}"
+    newer = envelope("action.command", "acme", {"anything": marker}, schema_version=99)
+
+    # WHEN a message that is not an envelope, and one from a newer schema, are published
+    publish(sns, st.physical["EnforceStopInstanceTopic"], not_json)
+    publish(sns, st.physical["EnforceStopInstanceTopic"], newer)
+
+    # THEN both are kept, byte for byte, in the dead-letter queue with their error code
+    kept = []
+
+    def in_dlq():
+        kept.extend(drain(sqs, dlq, wait=0))
+        return len([m for m in kept if marker in m["Body"]]) >= 2 or None
+
+    wait_for(in_dlq, what="both poison messages in the DLQ")
+    codes = {m["MessageAttributes"]["palisade-error-code"]["StringValue"] for m in kept if marker in m["Body"]}
+    assert codes == {"invalid_json", "unsupported_version"}
+    ours = [json.loads(m["Body"]) for m in kept if marker in m["Body"]]
+    assert any(json.loads(o["Message"]) == newer for o in ours if o["Message"].startswith("{"))
+    assert any(o["Message"] == not_json for o in ours)
+
+    # AND an alert per poison message names the incident, the code and how to replay it, without the content
+    got = alerts.find(lambda a: a["payload"]["error_code"] in ("invalid_json", "unsupported_version")
+                      and a["payload"]["function"].endswith("enforce-stop-instance"), timeout=30)
+    for a in got:
+        p = a["payload"]
+        assert a["kind"] == "alert.incident"
+        assert p["replay"] == f"palisade replay {p['incident_id']}"
+        assert p["kept_in"].endswith("enforce-stop-instance-dlq")
+        assert marker not in json.dumps(a)
+
+    # AND each is an open incident in the ledger
+    incidents = {i["id"]: i for i in _ledger(stack, "incident")}
+    for a in got:
+        inc = incidents[a["payload"]["incident_id"]]
+        assert inc["outcome"] == "open"
+        assert json.loads(inc["details"])["error_code"] == a["payload"]["error_code"]

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every test: formatting, lints, Rust unit tests, and the end-to-end tests against the local stack
+# (moto + the infra/ templates + the real function binaries). Installs what it needs on a fresh machine.
+source "$(dirname "$0")/tools/env.sh"
+cd "$ROOT"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "cargo build (host binaries the local stack runs)"
+cargo build --workspace --bins --quiet
+
+step "Rust unit tests"
+log=$PALISADE_CACHE/cargo-test.log
+cargo test --workspace >"$log" 2>&1 || { cat "$log"; exit 1; }
+awk '/^test result:/ { p += $4; f += $6 } END { printf "Rust: %d passed, %d failed\n", p, f }' "$log"
+
+step "end-to-end tests on the local stack"
+PALISADE_BIN_DIR=$CARGO_TARGET_DIR/debug python -m pytest -c tests/pytest.ini -q "$@"
