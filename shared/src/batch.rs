@@ -45,6 +45,10 @@ pub struct RunnerConfig {
     pub concurrency: usize,
     /// `PALISADE_IDEMPOTENCY_TTL_SECS`: how long a completed message is remembered (default one day).
     pub idempotency_ttl: Duration,
+    /// `PALISADE_MAX_RECEIVE_COUNT`: the queue's redrive `maxReceiveCount`. On that last attempt a transient
+    /// failure is kept and reported like a permanent one, so exhausted retries raise an incident at once instead of
+    /// moving silently to the dead-letter queue. 0 (unset) leaves it to the redrive policy alone.
+    pub max_receive_count: u32,
 }
 
 impl RunnerConfig {
@@ -57,6 +61,7 @@ impl RunnerConfig {
         let idempotency_table = env.required("PALISADE_IDEMPOTENCY_TABLE");
         let concurrency = env.optional("PALISADE_BATCH_CONCURRENCY", 4usize).clamp(1, 64);
         let idempotency_ttl = env.secs("PALISADE_IDEMPOTENCY_TTL_SECS", Duration::from_secs(86_400));
+        let max_receive_count = env.optional("PALISADE_MAX_RECEIVE_COUNT", 0u32);
         Some(Self {
             function: function?,
             dlq: dlq?,
@@ -65,6 +70,7 @@ impl RunnerConfig {
             idempotency_table: idempotency_table?,
             concurrency,
             idempotency_ttl,
+            max_receive_count,
         })
     }
 }
@@ -353,7 +359,12 @@ where
             if let Err(re) = store.release(&key).await {
                 tracing::warn!(message = "Could not release idempotency key.", error = %re);
             }
+            let last_attempt = cfg.max_receive_count > 0 && attempt_of(r) >= cfg.max_receive_count;
             match e.class() {
+                Class::Transient if last_attempt => {
+                    let summary = format!("retries exhausted after {} attempts; last error: {e}", attempt_of(r));
+                    reject(Some(&meta), Class::Transient, "retries_exhausted", summary).await
+                }
                 Class::Transient => {
                     tracing::warn!(message = "Transient failure; SQS will retry.", error_class = "transient", error_code = e.code(), error = %e);
                     Fate::Retry
@@ -430,6 +441,7 @@ mod tests {
             idempotency_table: "idem".parse().unwrap(),
             concurrency: 3,
             idempotency_ttl: Duration::from_secs(60),
+            max_receive_count: 3,
         }
     }
 
@@ -528,6 +540,17 @@ mod tests {
         run(&store, &sink, vec![record("a", via_sns(&e))], &calls).await;
         run(&store, &sink, vec![record("a", via_sns(&e))], &calls).await;
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn the_last_transient_attempt_is_kept_with_an_incident_not_dropped() {
+        let (store, sink, calls) = (MemoryIdempotency::default(), Sink::default(), AtomicUsize::new(0));
+        let mut r = record("t", via_sns(&job("transient")));
+        r.attributes.insert("ApproximateReceiveCount".into(), "3".into());
+        let (resp, tally) = run(&store, &sink, vec![r], &calls).await;
+        assert!(resp.batch_item_failures.is_empty());
+        assert_eq!(tally.rejected, 1);
+        assert_eq!(sink.kept.lock().unwrap()[0].1, "retries_exhausted");
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@ pub mod events;
 pub mod idempotency;
 pub mod incident;
 pub mod ledger;
+pub mod messages;
 pub mod metrics;
 pub mod publish;
 pub mod telemetry;

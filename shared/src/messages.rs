@@ -1,0 +1,49 @@
+//! Payloads that travel between pipeline steps. They carry pointers (bucket, key, digest), never file contents or
+//! extracted values: those stay in the tenant's buckets.
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::Message;
+
+/// An upload passed validation (`ingest` → `extract`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileAccepted {
+    /// Stable id of the upload: the first 32 hex digits of its SHA-256.
+    pub file_id: String,
+    /// The tenant's inbox bucket.
+    pub bucket: String,
+    /// The object key, as uploaded.
+    pub key: String,
+    /// The object version, on versioned buckets; extract reads exactly this version.
+    #[serde(default)]
+    pub version_id: Option<String>,
+    /// SHA-256 of the content, hex.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Detected type (`pdf`).
+    pub file_type: String,
+}
+
+impl Message for FileAccepted {
+    const KIND: &'static str = "file.accepted";
+}
+
+/// A quote record was extracted and stored (`extract` → `deliver`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuoteExtracted {
+    /// The upload's id.
+    pub file_id: String,
+    /// The tenant's processed bucket.
+    pub bucket: String,
+    /// Where the JSON record is.
+    pub key: String,
+    /// Which extraction rules matched.
+    pub layout: String,
+    /// SHA-256 of the record's bytes, so deliver can detect a changed object.
+    pub record_sha256: String,
+}
+
+impl Message for QuoteExtracted {
+    const KIND: &'static str = "quote.extracted";
+}
