@@ -10,6 +10,9 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+step "template and workflow lint"
+tests/tools/lint.sh
+
 step "cargo build (host binaries the local stack runs)"
 cargo build --workspace --bins --quiet
 

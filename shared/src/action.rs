@@ -72,6 +72,10 @@ pub struct EnforceRequest {
     /// Who approved it, for approval-gated policies.
     #[serde(default)]
     pub approved_by: Option<String>,
+    /// Which occurrence of the violation (its first-seen time): a violation that comes back after being resolved
+    /// or undone is enforced again, while redeliveries of one occurrence are not.
+    #[serde(default)]
+    pub occurrence: Option<String>,
 }
 
 /// Reverse an earlier enforcement from its ledger record.
@@ -271,8 +275,11 @@ async fn enforce<A: Action, L: Ledger>(
     let params_json = if req.params.is_null() { json!({}) } else { req.params.clone() };
     let params: A::Params = serde_json::from_value(params_json)
         .map_err(|e| ActionError::Params { action: A::NAME, reason: crate::envelope::safe_json_error(&e) })?;
-    let id =
-        LedgerEntry::derive_id(RecordType::Action, &[A::NAME, &req.resource.id, &req.violation_id, req.mode.as_str()]);
+    let occurrence = req.occurrence.as_deref().unwrap_or("");
+    let id = LedgerEntry::derive_id(
+        RecordType::Action,
+        &[A::NAME, &req.resource.id, &req.violation_id, occurrence, req.mode.as_str()],
+    );
     let existing = ctx.ledger.get(&id).await?;
     if existing.as_ref().is_some_and(|e| e.outcome != APPLYING) {
         tracing::info!(message = "Already enforced; nothing to do.", ledger_id = %id);
@@ -515,6 +522,7 @@ mod tests {
                 params,
                 mode,
                 approved_by: None,
+                occurrence: None,
             }),
         )
     }

@@ -19,6 +19,7 @@ pub mod messages;
 pub mod metrics;
 pub mod publish;
 pub mod telemetry;
+pub mod violations;
 
 pub use envelope::{Envelope, Message, TenantId};
 pub use error::{Class, Classify};

@@ -47,3 +47,37 @@ pub struct QuoteExtracted {
 impl Message for QuoteExtracted {
     const KIND: &'static str = "quote.extracted";
 }
+
+/// One owner's reminder digest: every violation of theirs that is due a reminder, in one message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReminderDigest {
+    /// Who it is for (an email address); also an SNS attribute so subscriptions can route by owner.
+    pub owner: String,
+    /// The violations, most severe first.
+    pub items: Vec<ReminderItem>,
+}
+
+/// One line of a digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReminderItem {
+    /// The violation.
+    pub violation_id: String,
+    /// The policy broken.
+    pub policy: String,
+    /// Resource kind and id.
+    pub resource: String,
+    /// Severity.
+    pub severity: String,
+    /// What is wrong.
+    pub summary: String,
+    /// Which reminder this is, and of how many before enforcement.
+    pub reminder: u32,
+    /// Reminders the policy sends.
+    pub of: u32,
+    /// The action that will follow.
+    pub action: String,
+}
+
+impl Message for ReminderDigest {
+    const KIND: &'static str = "compliance.reminder-digest";
+}

@@ -77,7 +77,8 @@ impl Action for BlockPublicBucket {
     }
 
     async fn undo(&self, t: &ResourceRef, before: &Value) -> Result<Value, ActionError> {
-        let flags = before.get("public_access_block").ok_or_else(|| ActionError::State("no `public_access_block`".into()))?;
+        let flags =
+            before.get("public_access_block").ok_or_else(|| ActionError::State("no `public_access_block`".into()))?;
         if flags.is_null() {
             self.s3
                 .delete_public_access_block()

@@ -36,10 +36,10 @@ impl DeactivateAccessKey {
 }
 
 fn user(t: &ResourceRef) -> Result<&str, ActionError> {
-    t.attributes
-        .get("user")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ActionError::Params { action: DeactivateAccessKey::NAME, reason: "resource has no `user` attribute".into() })
+    t.attributes.get("user").and_then(Value::as_str).ok_or_else(|| ActionError::Params {
+        action: DeactivateAccessKey::NAME,
+        reason: "resource has no `user` attribute".into(),
+    })
 }
 
 impl Action for DeactivateAccessKey {
@@ -62,7 +62,12 @@ impl Action for DeactivateAccessKey {
         Ok(Some(Inspection { violating: status == "Active", state: json!({"status": status}) }))
     }
 
-    async fn apply(&self, t: &ResourceRef, _: &DeactivateAccessKeyParams, _: &Inspection) -> Result<Value, ActionError> {
+    async fn apply(
+        &self,
+        t: &ResourceRef,
+        _: &DeactivateAccessKeyParams,
+        _: &Inspection,
+    ) -> Result<Value, ActionError> {
         self.set(t, StatusType::Inactive).await?;
         Ok(json!({"status": "Inactive"}))
     }

@@ -1,6 +1,8 @@
 //! `enable-bucket-encryption`: sets default encryption on an S3 bucket; undo puts back what was there.
 
-use aws_sdk_s3::types::{ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule};
+use aws_sdk_s3::types::{
+    ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+};
 use palisade_shared::action::{Action, ActionError, Inspection, ResourceRef};
 use palisade_shared::error::AwsError;
 use serde::Deserialize;
@@ -81,12 +83,23 @@ impl Action for EnableBucketEncryption {
         Ok(Some(Inspection { violating: rule.is_none(), state }))
     }
 
-    async fn apply(&self, t: &ResourceRef, p: &EnableBucketEncryptionParams, _: &Inspection) -> Result<Value, ActionError> {
+    async fn apply(
+        &self,
+        t: &ResourceRef,
+        p: &EnableBucketEncryptionParams,
+        _: &Inspection,
+    ) -> Result<Value, ActionError> {
         if !matches!(p.algorithm.as_str(), "AES256" | "aws:kms") {
-            return Err(ActionError::Params { action: Self::NAME, reason: "algorithm must be AES256 or aws:kms".into() });
+            return Err(ActionError::Params {
+                action: Self::NAME,
+                reason: "algorithm must be AES256 or aws:kms".into(),
+            });
         }
         if p.kms_key_id.is_some() && p.algorithm != "aws:kms" {
-            return Err(ActionError::Params { action: Self::NAME, reason: "kms-key-id needs algorithm aws:kms".into() });
+            return Err(ActionError::Params {
+                action: Self::NAME,
+                reason: "kms-key-id needs algorithm aws:kms".into(),
+            });
         }
         self.put(&t.id, &p.algorithm, p.kms_key_id.as_deref()).await?;
         Ok(json!({"algorithm": p.algorithm, "kms_key_id": p.kms_key_id}))

@@ -77,15 +77,16 @@ impl Action for RevokeExpiredGrant {
         let Some(item) = item else { return Ok(None) };
         let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
         let (principal, expires_at) = (s("principal"), s("expires_at"));
-        let expired = chrono::DateTime::parse_from_rfc3339(&expires_at).map(|t| t <= chrono::Utc::now()).unwrap_or(true);
-        let document = match self.iam.get_user_policy().user_name(&principal).policy_name(policy_name(&t.id)).send().await
-        {
-            Ok(o) => Some(percent_decode(&o.policy_document)),
-            Err(e) => {
-                let e = AwsError::new("iam:GetUserPolicy", e);
-                if e.is_code("NoSuchEntity") { None } else { return Err(e.into()) }
-            }
-        };
+        let expired =
+            chrono::DateTime::parse_from_rfc3339(&expires_at).map(|t| t <= chrono::Utc::now()).unwrap_or(true);
+        let document =
+            match self.iam.get_user_policy().user_name(&principal).policy_name(policy_name(&t.id)).send().await {
+                Ok(o) => Some(percent_decode(&o.policy_document)),
+                Err(e) => {
+                    let e = AwsError::new("iam:GetUserPolicy", e);
+                    if e.is_code("NoSuchEntity") { None } else { return Err(e.into()) }
+                }
+            };
         let state = json!({
             "principal": principal, "role": s("role"), "expires_at": expires_at, "status": s("status"),
             "policy_document": document,
@@ -93,7 +94,12 @@ impl Action for RevokeExpiredGrant {
         Ok(Some(Inspection { violating: expired && document.is_some(), state }))
     }
 
-    async fn apply(&self, t: &ResourceRef, _: &RevokeExpiredGrantParams, before: &Inspection) -> Result<Value, ActionError> {
+    async fn apply(
+        &self,
+        t: &ResourceRef,
+        _: &RevokeExpiredGrantParams,
+        before: &Inspection,
+    ) -> Result<Value, ActionError> {
         let principal = before.state["principal"].as_str().unwrap_or_default();
         match self.iam.delete_user_policy().user_name(principal).policy_name(policy_name(&t.id)).send().await {
             Ok(_) => {}

@@ -41,13 +41,24 @@ pub fn open_rules(perms: &[IpPermission], port: i32) -> Vec<OpenRule> {
         .iter()
         .filter(|p| {
             let proto = p.ip_protocol().unwrap_or("");
-            proto == "-1" || (proto == "tcp" && p.from_port().unwrap_or(0) <= port && port <= p.to_port().unwrap_or(65535))
+            proto == "-1"
+                || (proto == "tcp" && p.from_port().unwrap_or(0) <= port && port <= p.to_port().unwrap_or(65535))
         })
         .filter_map(|p| {
-            let ipv4: Vec<String> =
-                p.ip_ranges().iter().filter_map(|r| r.cidr_ip()).filter(|c| *c == "0.0.0.0/0").map(str::to_owned).collect();
-            let ipv6: Vec<String> =
-                p.ipv6_ranges().iter().filter_map(|r| r.cidr_ipv6()).filter(|c| *c == "::/0").map(str::to_owned).collect();
+            let ipv4: Vec<String> = p
+                .ip_ranges()
+                .iter()
+                .filter_map(|r| r.cidr_ip())
+                .filter(|c| *c == "0.0.0.0/0")
+                .map(str::to_owned)
+                .collect();
+            let ipv6: Vec<String> = p
+                .ipv6_ranges()
+                .iter()
+                .filter_map(|r| r.cidr_ipv6())
+                .filter(|c| *c == "::/0")
+                .map(str::to_owned)
+                .collect();
             (!ipv4.is_empty() || !ipv6.is_empty()).then(|| OpenRule {
                 protocol: p.ip_protocol().unwrap_or("-1").to_owned(),
                 from_port: p.from_port(),

@@ -208,7 +208,8 @@ async fn ingest(deps: &Deps<'_>, o: &ObjectRef) -> Result<(), IngestError> {
         let same_upload = first.details.get("key").and_then(|k| k.as_str()) == Some(o.key.as_str())
             && first.details.get("version_id").and_then(|v| v.as_str()) == o.version_id.as_deref();
         if !same_upload {
-            let dup = entry(deps, &["duplicate", &o.key, o.version_id.as_deref().unwrap_or("")], o, correlation, "duplicate");
+            let dup =
+                entry(deps, &["duplicate", &o.key, o.version_id.as_deref().unwrap_or("")], o, correlation, "duplicate");
             let mut dup = dup;
             dup.details = serde_json::json!({"file_id": file_id, "sha256": sha, "first_key": first.details.get("key"), "key": o.key});
             ledger.record(&dup).await?;
@@ -305,8 +306,10 @@ async fn quarantine(
         .await
         .map_err(|e| AwsError::new("s3:DeleteObject", e))?;
     let kept_in = s3_uri(&o.bucket, &dest);
-    let mut e = entry(deps, &["quarantined", &o.key, o.version_id.as_deref().unwrap_or("")], o, correlation, "quarantined");
-    e.details = serde_json::json!({"reason": why.code(), "summary": why.to_string(), "kept_in": kept_in, "file_id": file_id});
+    let mut e =
+        entry(deps, &["quarantined", &o.key, o.version_id.as_deref().unwrap_or("")], o, correlation, "quarantined");
+    e.details =
+        serde_json::json!({"reason": why.code(), "summary": why.to_string(), "kept_in": kept_in, "file_id": file_id});
     deps.incidents.ledger().record(&e).await?;
     let report = IncidentReport {
         tenant: Some(deps.cfg.tenant.clone()),

@@ -75,7 +75,11 @@ pub fn sniff(head: &[u8]) -> FileType {
     } else {
         let text = String::from_utf8_lossy(&window[..window.len().min(256)]).to_ascii_lowercase();
         let t = text.trim_start();
-        if t.starts_with("<!doctype") || t.starts_with("<html") || t.starts_with("<?xml") { FileType::Markup } else { FileType::Unknown }
+        if t.starts_with("<!doctype") || t.starts_with("<html") || t.starts_with("<?xml") {
+            FileType::Markup
+        } else {
+            FileType::Unknown
+        }
     }
 }
 
@@ -197,7 +201,16 @@ mod tests {
     fn keys_are_sanitised() {
         assert_eq!(sanitize_key("incoming/2026/Quote Ærø #1.pdf", "incoming/").unwrap(), "Quote__r___1.pdf");
         assert_eq!(sanitize_key("incoming/a.pdf", "incoming/").unwrap(), "a.pdf");
-        for bad in ["incoming/../x.pdf", "incoming//x.pdf", "incoming/a/./b.pdf", "other/x.pdf", "incoming/", "incoming/a\\b.pdf", "incoming/a\u{0}.pdf", "incoming/..."] {
+        for bad in [
+            "incoming/../x.pdf",
+            "incoming//x.pdf",
+            "incoming/a/./b.pdf",
+            "other/x.pdf",
+            "incoming/",
+            "incoming/a\\b.pdf",
+            "incoming/a\u{0}.pdf",
+            "incoming/...",
+        ] {
             assert!(sanitize_key(bad, "incoming/").is_err(), "{bad:?} accepted");
         }
     }

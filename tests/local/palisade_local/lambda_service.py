@@ -49,7 +49,7 @@ class FunctionInstance:
         self.arn = config["FunctionArn"]
         self.timeout = config.get("Timeout", 3)
         self.memory = config.get("MemorySize", 128)
-        self.env = dict(config.get("Environment", {}).get("Variables", {}))
+        self.env = {k: str(v) for k, v in config.get("Environment", {}).get("Variables", {}).items()}
         self.bootstrap = bootstrap
         self.base_env = base_env
         self.log_path = os.path.join(log_dir, f"{self.name}.log")

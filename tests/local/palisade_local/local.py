@@ -55,6 +55,15 @@ class LocalStack:
     def client(self, service):
         return self.session.client(service)
 
+    def subscribe_queue(self, topic_arn, name=None):
+        """A new queue subscribed to `topic_arn`, as an email or chat integration would be; returns its URL."""
+        import uuid
+        sqs, sns = self.client("sqs"), self.client("sns")
+        url = sqs.create_queue(QueueName=name or f"watch-{uuid.uuid4().hex[:10]}")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn)
+        return url
+
     def stop(self):
         if self.lambdas:
             self.lambdas.stop()

@@ -1,0 +1,248 @@
+//! Gathers the facts the policies need, paginated, into the policy crate's normalised resources.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, Utc};
+use palisade_policy::{Facts, IngressRule, PublicAccessBlock, Resource, ResourceKind};
+use palisade_shared::config::TableName;
+use palisade_shared::error::AwsError;
+
+/// SDK clients of the accounts' services.
+pub struct Collector {
+    /// S3.
+    pub s3: aws_sdk_s3::Client,
+    /// EC2.
+    pub ec2: aws_sdk_ec2::Client,
+    /// IAM.
+    pub iam: aws_sdk_iam::Client,
+    /// DynamoDB (grants).
+    pub db: aws_sdk_dynamodb::Client,
+    /// The grants table.
+    pub grants: TableName,
+}
+
+fn to_chrono(t: Option<&aws_smithy_types::DateTime>) -> DateTime<Utc> {
+    t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos())).unwrap_or_default()
+}
+
+impl Collector {
+    /// Every resource of `kind`.
+    pub async fn collect(&self, kind: ResourceKind) -> Result<Vec<Resource>, AwsError> {
+        match kind {
+            ResourceKind::S3Bucket => self.buckets().await,
+            ResourceKind::Ec2Instance => self.instances().await,
+            ResourceKind::IamAccessKey => self.access_keys().await,
+            ResourceKind::SecurityGroup => self.security_groups().await,
+            ResourceKind::AccessGrant => self.grants().await,
+        }
+    }
+
+    async fn buckets(&self) -> Result<Vec<Resource>, AwsError> {
+        let mut names = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .s3
+                .list_buckets()
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| AwsError::new("s3:ListBuckets", e))?;
+            names.extend(out.buckets().iter().filter_map(|b| b.name().map(str::to_owned)));
+            token = out.continuation_token;
+            if token.is_none() {
+                break;
+            }
+        }
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let pab = match self.s3.get_public_access_block().bucket(&name).send().await {
+                Ok(o) => o.public_access_block_configuration.map(|c| PublicAccessBlock {
+                    block_public_acls: c.block_public_acls.unwrap_or(false),
+                    ignore_public_acls: c.ignore_public_acls.unwrap_or(false),
+                    block_public_policy: c.block_public_policy.unwrap_or(false),
+                    restrict_public_buckets: c.restrict_public_buckets.unwrap_or(false),
+                }),
+                Err(e) => {
+                    let e = AwsError::new("s3:GetPublicAccessBlock", e);
+                    if e.is_code("NoSuchBucket") {
+                        continue;
+                    }
+                    if !e.is_code("NoSuchPublicAccessBlockConfiguration") {
+                        return Err(e);
+                    }
+                    None
+                }
+            };
+            let encryption = match self.s3.get_bucket_encryption().bucket(&name).send().await {
+                Ok(o) => o
+                    .server_side_encryption_configuration
+                    .and_then(|c| c.rules.into_iter().next())
+                    .and_then(|r| r.apply_server_side_encryption_by_default)
+                    .map(|d| d.sse_algorithm.as_str().to_owned()),
+                Err(e) => {
+                    let e = AwsError::new("s3:GetBucketEncryption", e);
+                    if !e.is_code("ServerSideEncryptionConfigurationNotFoundError") {
+                        return Err(e);
+                    }
+                    None
+                }
+            };
+            let tags = match self.s3.get_bucket_tagging().bucket(&name).send().await {
+                Ok(o) => o.tag_set.into_iter().map(|t| (t.key, t.value)).collect(),
+                Err(e) => {
+                    let e = AwsError::new("s3:GetBucketTagging", e);
+                    if !e.is_code("NoSuchTagSet") {
+                        return Err(e);
+                    }
+                    BTreeMap::new()
+                }
+            };
+            out.push(Resource {
+                kind: ResourceKind::S3Bucket,
+                arn: format!("arn:aws:s3:::{name}"),
+                id: name,
+                tags,
+                facts: Facts::Bucket { public_access_block: pab, encryption },
+            });
+        }
+        Ok(out)
+    }
+
+    async fn instances(&self) -> Result<Vec<Resource>, AwsError> {
+        let mut out = Vec::new();
+        let mut pages = self.ec2.describe_instances().max_results(1000).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::new("ec2:DescribeInstances", e))?;
+            for r in page.reservations() {
+                for i in r.instances() {
+                    let Some(id) = i.instance_id() else { continue };
+                    out.push(Resource {
+                        kind: ResourceKind::Ec2Instance,
+                        id: id.to_owned(),
+                        arn: String::new(),
+                        tags: i
+                            .tags()
+                            .iter()
+                            .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+                            .collect(),
+                        facts: Facts::Instance {
+                            state: i.state().and_then(|s| s.name()).map_or("unknown", |n| n.as_str()).to_owned(),
+                            launched_at: to_chrono(i.launch_time()),
+                        },
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn access_keys(&self) -> Result<Vec<Resource>, AwsError> {
+        let mut out = Vec::new();
+        let mut users = self.iam.list_users().into_paginator().items().send();
+        while let Some(user) = users.next().await {
+            let user = user.map_err(|e| AwsError::new("iam:ListUsers", e))?;
+            let name = user.user_name().to_owned();
+            let tags: BTreeMap<String, String> = match self.iam.list_user_tags().user_name(&name).send().await {
+                Ok(o) => o.tags.into_iter().map(|t| (t.key, t.value)).collect(),
+                Err(e) => return Err(AwsError::new("iam:ListUserTags", e)),
+            };
+            let keys = self
+                .iam
+                .list_access_keys()
+                .user_name(&name)
+                .send()
+                .await
+                .map_err(|e| AwsError::new("iam:ListAccessKeys", e))?;
+            for k in keys.access_key_metadata() {
+                let Some(id) = k.access_key_id() else { continue };
+                out.push(Resource {
+                    kind: ResourceKind::IamAccessKey,
+                    id: id.to_owned(),
+                    arn: user.arn().to_owned(),
+                    tags: tags.clone(),
+                    facts: Facts::AccessKey {
+                        user: name.clone(),
+                        status: k.status().map_or("Unknown", |s| s.as_str()).to_owned(),
+                        created_at: to_chrono(k.create_date()),
+                    },
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn security_groups(&self) -> Result<Vec<Resource>, AwsError> {
+        let mut out = Vec::new();
+        let mut pages = self.ec2.describe_security_groups().max_results(1000).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::new("ec2:DescribeSecurityGroups", e))?;
+            for g in page.security_groups() {
+                let Some(id) = g.group_id() else { continue };
+                let ingress = g
+                    .ip_permissions()
+                    .iter()
+                    .map(|p| IngressRule {
+                        protocol: p.ip_protocol().unwrap_or("-1").to_owned(),
+                        from_port: p.from_port(),
+                        to_port: p.to_port(),
+                        ipv4: p.ip_ranges().iter().filter_map(|r| r.cidr_ip().map(str::to_owned)).collect(),
+                        ipv6: p.ipv6_ranges().iter().filter_map(|r| r.cidr_ipv6().map(str::to_owned)).collect(),
+                    })
+                    .collect();
+                out.push(Resource {
+                    kind: ResourceKind::SecurityGroup,
+                    id: id.to_owned(),
+                    arn: String::new(),
+                    tags: g.tags().iter().filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned()))).collect(),
+                    facts: Facts::SecurityGroup { ingress },
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Active grants, through the grants table's `by-status` index.
+    async fn grants(&self) -> Result<Vec<Resource>, AwsError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .db
+                .query()
+                .table_name(self.grants.as_str())
+                .index_name("by-status")
+                .key_condition_expression("#s = :s")
+                .expression_attribute_names("#s", "status")
+                .expression_attribute_values(":s", AttributeValue::S("active".into()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| AwsError::new("dynamodb:Query", e))?;
+            for item in page.items() {
+                let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+                let Some(expires_at) =
+                    DateTime::parse_from_rfc3339(&s("expires_at")).ok().map(|t| t.with_timezone(&Utc))
+                else {
+                    continue;
+                };
+                let mut tags = BTreeMap::new();
+                if !s("owner").is_empty() {
+                    tags.insert("owner".to_owned(), s("owner"));
+                }
+                out.push(Resource {
+                    kind: ResourceKind::AccessGrant,
+                    id: s("id"),
+                    arn: String::new(),
+                    tags,
+                    facts: Facts::Grant { principal: s("principal"), role: s("role"), expires_at, revoked: false },
+                });
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+}

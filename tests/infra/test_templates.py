@@ -1,0 +1,410 @@
+"""Rules every infra/ template keeps, checked offline on what CloudFormation would get.
+
+SAM templates are translated with the same SAM translator the local stack uses (so implicit resources, such as
+event source mappings, are checked too); infra/bootstrap-oidc.yaml is plain CloudFormation and is checked as it is.
+The rules:
+- each Lambda function has its own IAM role, with inline policies only (no managed policy could hide a grant);
+- no IAM policy allows a wildcard action, and `*` resources only for actions AWS gives no resource-level form
+  (ALLOWED_STAR_RESOURCE, each with its reason);
+- every SQS queue a function consumes has a redrive policy to a dead-letter queue, and every SQS event source
+  mapping reports batch item failures;
+- each `enforce-*` function may call exactly what its crate declares (`PERMISSIONS` in functions/<crate>/src/lib.rs)
+  plus the shared runner's actions (RUNNER_ACTIONS), each on its own resources;
+- a function's topic, queue, dead-letter queue, log group and alarms are named after its crate (the CodeUri folder);
+- every function has an explicit log group with the environment's retention, and alarms on its errors, its throttles
+  and its dead-letter queue's depth that notify the alerts topic.
+"""
+import copy
+import glob
+import os
+import re
+
+import pytest
+from samtranslator.translator.transform import transform
+
+from palisade_local import cfn_yaml
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+INFRA = os.path.join(ROOT, "infra")
+PLAIN_CLOUDFORMATION = {"bootstrap-oidc.yaml"}  # not SAM: checked untranslated
+TEMPLATES = sorted(os.path.basename(p) for p in glob.glob(os.path.join(INFRA, "*.yaml")))
+SAM_TEMPLATES = [t for t in TEMPLATES if t not in PLAIN_CLOUDFORMATION]
+
+# Actions allowed on Resource "*": the Service Authorization Reference lists no resource type for them, so IAM
+# accepts nothing narrower. Anything else on "*" fails, and an action added here needs its reason.
+ALLOWED_STAR_RESOURCE = {
+    # EC2 Describe* calls have no resource-level permissions; the functions inspect before they act.
+    "ec2:DescribeInstances": "EC2 Describe* actions have no resource-level permissions",
+    "ec2:DescribeSecurityGroups": "EC2 Describe* actions have no resource-level permissions",
+    # The scan lists every bucket and user of the account; neither list action has a resource type.
+    "s3:ListAllMyBuckets": "list action with no resource type",
+    "iam:ListUsers": "list action with no resource type",
+    # The deploy role (bootstrap-oidc.yaml) creates the stacks' key; a key that does not exist yet has no ARN. The
+    # policy scopes it with aws:RequestTag instead.
+    "kms:CreateKey": "creates a new key: no resource type",
+    # CloudFormation's AWS::KMS::Alias handler lists aliases; ListAliases has no resource type.
+    "kms:ListAliases": "list action with no resource type",
+    # The deploy role creates the SQS event source mappings; the mapping has no ARN before it exists. The policy
+    # scopes it with the lambda:FunctionArn condition instead.
+    "lambda:CreateEventSourceMapping": "no resource type; scoped by the lambda:FunctionArn condition",
+}
+
+# What the shared runner (shared/src) calls in every enforce-* function, and which of the function's resources each
+# action may name: its own queue and dead-letter queue, the stack's shared tables and alerts topic, the stack's
+# key, its own log group.
+RUNNER_ACTIONS = {
+    # the SQS event source, run by Lambda with the function's role
+    "sqs:ReceiveMessage": "queue",
+    "sqs:DeleteMessage": "queue",
+    "sqs:GetQueueAttributes": "queue",
+    # poison messages kept with their error code (incident.rs)
+    "sqs:SendMessage": "dlq",
+    # ledger.rs, idempotency.rs, action.rs (violations)
+    "dynamodb:GetItem": "table",
+    "dynamodb:PutItem": "table",
+    "dynamodb:UpdateItem": "table",
+    "dynamodb:DeleteItem": "table",
+    # incident alerts (publish.rs)
+    "sns:Publish": "alerts",
+    # the stack's customer-managed key encrypts the queues, topics, tables and environment variables
+    "kms:Decrypt": "key",
+    "kms:DescribeKey": "key",
+    "kms:GenerateDataKey": "key",
+    # Lambda writes the function's logs with its role
+    "logs:CreateLogStream": "logs",
+    "logs:PutLogEvents": "logs",
+}
+
+
+# ---- loading -----------------------------------------------------------------------------------------------------
+class NoManagedPolicies:
+    """Stands in for SAM's ManagedPolicyLoader: our functions name no AWS managed policy, so none is looked up."""
+
+    def load(self):
+        return {}
+
+
+def _parameters(template):
+    """A value for every parameter: its default, else `test` for Environment, else a placeholder."""
+    out = {}
+    for name, p in template.get("Parameters", {}).items():
+        if "Default" in p:
+            out[name] = p["Default"]
+        elif "AllowedValues" in p:
+            out[name] = "test" if "test" in p["AllowedValues"] else p["AllowedValues"][0]
+        else:
+            out[name] = "acme"
+    return out
+
+
+def load(name):
+    """(CloudFormation template, crate folder per function logical id) for infra/<name>."""
+    path = os.path.join(INFRA, name)
+    template = cfn_yaml.load(path)
+    if name in PLAIN_CLOUDFORMATION:
+        assert "Transform" not in template, f"{name} is meant to be plain CloudFormation"
+        return template, {}
+    sam = copy.deepcopy(template)
+    crates = {}
+    for logical, res in sam.get("Resources", {}).items():
+        if res.get("Type") != "AWS::Serverless::Function":
+            continue
+        code_uri = res["Properties"]["CodeUri"]
+        crates[logical] = os.path.basename(os.path.normpath(os.path.join(INFRA, code_uri)))
+        res["Properties"]["CodeUri"] = f"s3://palisade-test-artifacts/{crates[logical]}.zip"  # what sam package does
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+        return transform(sam, _parameters(template), NoManagedPolicies()), crates
+
+
+@pytest.fixture(scope="module", params=TEMPLATES)
+def template(request):
+    cfn, crates = load(request.param)
+    return request.param, cfn, crates
+
+
+@pytest.fixture(scope="module", params=SAM_TEMPLATES)
+def sam_template(request):
+    cfn, crates = load(request.param)
+    return request.param, cfn, crates
+
+
+# ---- reading intrinsics ------------------------------------------------------------------------------------------
+def target(value):
+    """The logical id a {"Ref": X} or {"Fn::GetAtt": [X, ...]} points at, else None."""
+    if isinstance(value, dict) and len(value) == 1:
+        (k, v), = value.items()
+        if k == "Ref" and isinstance(v, str):
+            return v
+        if k == "Fn::GetAtt":
+            return v[0] if isinstance(v, list) else v.split(".")[0]
+    return None
+
+
+def get_att(value):
+    """(logical id, attribute) of an Fn::GetAtt, else None."""
+    if isinstance(value, dict) and list(value) == ["Fn::GetAtt"]:
+        v = value["Fn::GetAtt"]
+        return tuple(v) if isinstance(v, list) else tuple(v.split(".", 1))
+    return None
+
+
+def sub_text(value):
+    """The text of an Fn::Sub (without variables of its own), else the value itself."""
+    if isinstance(value, dict) and list(value) == ["Fn::Sub"]:
+        v = value["Fn::Sub"]
+        return v if isinstance(v, str) else v[0]
+    return value
+
+
+def listed(value):
+    return value if isinstance(value, list) else [value]
+
+
+def resources(cfn, type_):
+    return {k: v for k, v in cfn.get("Resources", {}).items() if v.get("Type") == type_}
+
+
+def identity_policies(cfn):
+    """(where, policy document) of every identity-based policy: inline role/user/group policies and policy resources."""
+    out = []
+    for logical, res in cfn.get("Resources", {}).items():
+        props = res.get("Properties", {})
+        if res.get("Type") in ("AWS::IAM::Role", "AWS::IAM::User", "AWS::IAM::Group"):
+            for p in props.get("Policies", []):
+                out.append((f"{logical}/{p.get('PolicyName')}", p["PolicyDocument"]))
+        elif res.get("Type") in ("AWS::IAM::ManagedPolicy", "AWS::IAM::Policy", "AWS::IAM::RolePolicy"):
+            out.append((logical, props["PolicyDocument"]))
+    return out
+
+
+def statements(doc):
+    return listed(doc.get("Statement", []))
+
+
+def role_statements(cfn, role):
+    props = cfn["Resources"][role]["Properties"]
+    return [s for p in props.get("Policies", []) for s in statements(p["PolicyDocument"])]
+
+
+def functions(cfn):
+    return resources(cfn, "AWS::Lambda::Function")
+
+
+def sqs_mappings(cfn, function=None):
+    """Event source mappings from SQS queues of this template, optionally of one function: {logical: (queue, props)}."""
+    out = {}
+    for logical, res in resources(cfn, "AWS::Lambda::EventSourceMapping").items():
+        p = res["Properties"]
+        queue = target(p.get("EventSourceArn"))
+        if queue is None or cfn["Resources"].get(queue, {}).get("Type") != "AWS::SQS::Queue":
+            continue
+        if function is None or target(p.get("FunctionName")) == function:
+            out[logical] = (queue, p)
+    return out
+
+
+def dlq_of(cfn, queue):
+    redrive = cfn["Resources"][queue]["Properties"].get("RedrivePolicy") or {}
+    return target(redrive.get("deadLetterTargetArn"))
+
+
+def enforce_functions(cfn, crates):
+    return {f: crates[f] for f in functions(cfn) if crates.get(f, "").startswith("enforce-")}
+
+
+def declared_permissions(crate):
+    """The IAM actions the crate's Action declares: `const PERMISSIONS: &'static [&'static str] = &[...]`."""
+    src = open(os.path.join(ROOT, "functions", crate, "src", "lib.rs"), encoding="utf-8").read()
+    m = re.search(r"const\s+PERMISSIONS\s*:\s*&'static\s*\[\s*&'static\s+str\s*\]\s*=\s*&\[(.*?)\]\s*;", src, re.S)
+    assert m, f"functions/{crate}/src/lib.rs declares no `const PERMISSIONS: &'static [&'static str] = &[...]`"
+    return set(re.findall(r'"([^"]+)"', m.group(1)))
+
+
+# ---- IAM -----------------------------------------------------------------------------------------------------------
+def test_no_wildcard_actions_and_star_resources_only_where_aws_has_no_other(template):
+    name, cfn, _ = template
+    problems = []
+    policies = identity_policies(cfn)
+    assert policies or name not in ("compliance.yaml", "bootstrap-oidc.yaml"), f"{name}: no IAM policy found"
+    for where, doc in policies:
+        for s in statements(doc):
+            sid = f"{name} {where} {s.get('Sid', '')}".strip()
+            if "NotAction" in s or "NotResource" in s:
+                problems.append(f"{sid}: NotAction/NotResource grants everything else")
+            actions = listed(s.get("Action", []))
+            for a in actions:
+                if "*" in a:
+                    problems.append(f"{sid}: wildcard action {a}")
+            if s.get("Effect") == "Allow" and "*" in listed(s.get("Resource", [])):
+                for a in actions:
+                    if a not in ALLOWED_STAR_RESOURCE:
+                        problems.append(f'{sid}: {a} on Resource "*" (it has a resource-level form: name the resources)')
+    assert not problems, "\n".join(problems)
+
+
+def test_each_function_has_its_own_role_with_inline_policies_only(template):
+    name, cfn, _ = template
+    seen = {}
+    for fn, res in functions(cfn).items():
+        ref = get_att(res["Properties"].get("Role"))
+        assert ref and ref[1] == "Arn", f"{name} {fn}: Role is not the ARN of a role in this template"
+        role = ref[0]
+        assert cfn["Resources"].get(role, {}).get("Type") == "AWS::IAM::Role", f"{name} {fn}: {role} is not an IAM role"
+        assert role not in seen, f"{name}: {fn} and {seen[role]} share the role {role}"
+        seen[role] = fn
+        props = cfn["Resources"][role]["Properties"]
+        assert not props.get("ManagedPolicyArns"), (
+            f"{name} {fn}: role {role} has managed policies {props['ManagedPolicyArns']} (with SAM `Policies:` it gets "
+            f"AWSLambdaBasicExecutionRole and AWSLambdaSQSQueueExecutionRole, which allow logs and sqs on \"*\"); "
+            f"give the function an explicit role with inline statements, as infra/compliance.yaml does"
+        )
+        trust = statements(props["AssumeRolePolicyDocument"])
+        principals = [p for s in trust for p in listed(s.get("Principal", {}).get("Service", []))]
+        assert principals == ["lambda.amazonaws.com"], f"{name} {fn}: role {role} is assumable by {principals}"
+
+
+# ---- SQS -----------------------------------------------------------------------------------------------------------
+def test_every_consumed_queue_redrives_to_a_dead_letter_queue(sam_template):
+    name, cfn, _ = sam_template
+    for mapping, (queue, _) in sqs_mappings(cfn).items():
+        props = cfn["Resources"][queue]["Properties"]
+        redrive = props.get("RedrivePolicy")
+        assert redrive, f"{name}: {queue} (consumed by {mapping}) has no RedrivePolicy"
+        dlq = target(redrive.get("deadLetterTargetArn"))
+        assert dlq and cfn["Resources"].get(dlq, {}).get("Type") == "AWS::SQS::Queue", (
+            f"{name}: {queue}'s RedrivePolicy does not name a queue of this template as deadLetterTargetArn"
+        )
+        assert "maxReceiveCount" in redrive, f"{name}: {queue}'s RedrivePolicy has no maxReceiveCount"
+        assert dlq != queue
+
+
+def test_every_sqs_event_source_reports_batch_item_failures(sam_template):
+    name, cfn, _ = sam_template
+    for mapping, (_, p) in sqs_mappings(cfn).items():
+        assert "ReportBatchItemFailures" in p.get("FunctionResponseTypes", []), (
+            f"{name} {mapping}: without FunctionResponseTypes [ReportBatchItemFailures] one bad record fails its whole "
+            f"batch"
+        )
+
+
+# ---- enforce-* functions -------------------------------------------------------------------------------------------
+def test_enforce_functions_may_call_exactly_their_crates_permissions_plus_the_runner_on_their_own_resources(sam_template):
+    name, cfn, crates = sam_template
+    for fn, crate in enforce_functions(cfn, crates).items():
+        props = cfn["Resources"][fn]["Properties"]
+        role = get_att(props["Role"])[0]
+        mappings = sqs_mappings(cfn, fn)
+        assert len(mappings) == 1, f"{name} {fn}: expected one SQS event source, found {len(mappings)}"
+        (queue, _), = mappings.values()
+        env = props.get("Environment", {}).get("Variables", {})
+        log_group = target(props.get("LoggingConfig", {}).get("LogGroup"))
+        own = {
+            "queue": {queue},
+            "dlq": {dlq_of(cfn, queue)},
+            "table": {target(env.get(v)) for v in
+                      ("PALISADE_LEDGER_TABLE", "PALISADE_IDEMPOTENCY_TABLE", "PALISADE_VIOLATIONS_TABLE",
+                       "PALISADE_GRANTS_TABLE")},
+            "alerts": {target(env.get("PALISADE_ALERTS_TOPIC_ARN"))},
+            "key": set(resources(cfn, "AWS::KMS::Key")),
+            "logs": {log_group},
+        }
+        assert target(env.get("PALISADE_DLQ_URL")) == dlq_of(cfn, queue), (
+            f"{name} {fn}: PALISADE_DLQ_URL is not its queue's dead-letter queue")
+        granted = set()
+        for s in role_statements(cfn, role):
+            assert s.get("Effect") == "Allow"
+            actions = set(listed(s["Action"]))
+            runner = actions & set(RUNNER_ACTIONS)
+            if runner:
+                assert runner == actions, f"{name} {fn} {s.get('Sid')}: mixes runner actions with the action's own"
+                kinds = {RUNNER_ACTIONS[a] for a in actions}
+                allowed = set().union(*(own[k] for k in kinds)) - {None}
+                for r in listed(s["Resource"]):
+                    assert target(r) in allowed, (
+                        f"{name} {fn} {s.get('Sid')}: {sorted(actions)} on {r}, which is not one of its own "
+                        f"{'/'.join(sorted(kinds))} resources {sorted(allowed)}"
+                    )
+            else:
+                granted |= actions
+        # an action's own calls on the stack's tables (the grants table) are checked with the runner's above
+        declared = declared_permissions(crate) - set(RUNNER_ACTIONS)
+        assert granted == declared, (
+            f"{name} {fn}: the role allows {sorted(granted)} besides the runner's actions, but "
+            f"functions/{crate}/src/lib.rs declares PERMISSIONS {sorted(declared)}"
+        )
+
+
+def test_names_derive_from_the_crate(sam_template):
+    name, cfn, crates = sam_template
+    for fn, crate in crates.items():
+        props = cfn["Resources"][fn]["Properties"]
+        stem = "${AWS::StackName}-" + crate
+        assert sub_text(props.get("FunctionName")) == stem, f"{name} {fn}: FunctionName is not !Sub {stem}"
+        for mapping, (queue, _) in sqs_mappings(cfn, fn).items():
+            q = cfn["Resources"][queue]["Properties"]
+            assert sub_text(q.get("QueueName")) == stem, f"{name} {queue}: QueueName is not !Sub {stem}"
+            dlq = dlq_of(cfn, queue)
+            assert sub_text(cfn["Resources"][dlq]["Properties"].get("QueueName")) == stem + "-dlq", (
+                f"{name} {dlq}: QueueName is not !Sub {stem}-dlq")
+            topics = [t for t, res in resources(cfn, "AWS::SNS::Topic").items()
+                      if any(target(s.get("Endpoint")) == queue for s in res["Properties"].get("Subscription", []))]
+            topics += [target(res["Properties"]["TopicArn"]) for res in resources(cfn, "AWS::SNS::Subscription").values()
+                       if target(res["Properties"].get("Endpoint")) == queue]
+            assert topics, f"{name} {queue}: no topic of this template delivers to it"
+            for t in topics:
+                assert sub_text(cfn["Resources"][t]["Properties"].get("TopicName")) == stem, (
+                    f"{name} {t}: TopicName is not !Sub {stem}")
+
+
+# ---- logs and alarms -----------------------------------------------------------------------------------------------
+def test_every_function_logs_to_its_own_log_group_with_the_environments_retention(sam_template):
+    name, cfn, crates = sam_template
+    for fn, crate in crates.items():
+        group = target(cfn["Resources"][fn]["Properties"].get("LoggingConfig", {}).get("LogGroup"))
+        assert group and cfn["Resources"].get(group, {}).get("Type") == "AWS::Logs::LogGroup", (
+            f"{name} {fn}: LoggingConfig.LogGroup does not !Ref a log group of this template")
+        p = cfn["Resources"][group]["Properties"]
+        assert sub_text(p.get("LogGroupName")) == "/aws/lambda/${AWS::StackName}-" + crate
+        assert p.get("RetentionInDays") == {"Fn::FindInMap": ["Env", {"Ref": "Environment"}, "LogRetentionDays"]}, (
+            f"{name} {group}: RetentionInDays is not the Env mapping's LogRetentionDays")
+
+
+def test_every_function_and_dead_letter_queue_has_alarms_that_notify_the_alerts_topic(sam_template):
+    name, cfn, crates = sam_template
+    alarms = resources(cfn, "AWS::CloudWatch::Alarm")
+
+    def watching(namespace, metric, dim, logical):
+        return [a for a, res in alarms.items()
+                if res["Properties"].get("Namespace") == namespace and res["Properties"].get("MetricName") == metric
+                and any(d.get("Name") == dim and target(d.get("Value")) == logical
+                        for d in res["Properties"].get("Dimensions", []))]
+
+    for fn in crates:
+        env = cfn["Resources"][fn]["Properties"].get("Environment", {}).get("Variables", {})
+        alerts = target(env.get("PALISADE_ALERTS_TOPIC_ARN"))
+        wanted = [("AWS/Lambda", "Errors", "FunctionName", fn), ("AWS/Lambda", "Throttles", "FunctionName", fn)]
+        wanted += [("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", dlq_of(cfn, q))
+                   for q, _ in sqs_mappings(cfn, fn).values()]
+        for namespace, metric, dim, logical in wanted:
+            found = watching(namespace, metric, dim, logical)
+            assert found, f"{name} {fn}: no alarm on {namespace} {metric} of {logical}"
+            for a in found:
+                actions = [target(x) for x in alarms[a]["Properties"].get("AlarmActions", [])]
+                assert alerts in actions, f"{name} {a}: does not notify the alerts topic {alerts}"
+
+
+# ---- the OIDC bootstrap --------------------------------------------------------------------------------------------
+def test_the_deploy_role_trusts_only_this_repositorys_main_branch_and_production_environment():
+    cfn, _ = load("bootstrap-oidc.yaml")
+    roles = resources(cfn, "AWS::IAM::Role")
+    assert roles, "bootstrap-oidc.yaml has no role"
+    for role, res in roles.items():
+        for s in statements(res["Properties"]["AssumeRolePolicyDocument"]):
+            assert s["Action"] == "sts:AssumeRoleWithWebIdentity", f"{role}: trusts {s['Action']}"
+            assert set(s.get("Condition", {})) == {"StringEquals"}, f"{role}: use StringEquals only (no wildcards)"
+            cond = s["Condition"]["StringEquals"]
+            assert cond.get("token.actions.githubusercontent.com:aud") == "sts.amazonaws.com"
+            subjects = sorted(sub_text(v) for v in listed(cond.get("token.actions.githubusercontent.com:sub")))
+            assert subjects == ["repo:${Repository}:environment:production", "repo:${Repository}:ref:refs/heads/main"], (
+                f"{role}: trusts {subjects}")
