@@ -109,13 +109,19 @@ pub fn decode_s3_key(raw: &str) -> Result<String, EnvelopeError> {
 
 impl Inbound for S3Notification {
     fn decode(body: &str) -> Result<Self, EnvelopeError> {
-        let v: serde_json::Value =
+        let mut v: serde_json::Value =
             serde_json::from_str(body).map_err(|e| EnvelopeError::NotJson(safe_json_error(&e)))?;
         if v.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
             return Ok(Self { objects: Vec::new() });
         }
-        if v.get("Records").is_none() {
+        let Some(records) = v.get_mut("Records").and_then(|r| r.as_array_mut()) else {
             return Err(EnvelopeError::Invalid("not an S3 event notification (no `Records`)".into()));
+        };
+        // Fields we never read but the event type requires; some emitters (and S3-compatible stores) leave them out.
+        for r in records.iter_mut().filter_map(|r| r.as_object_mut()) {
+            for k in ["userIdentity", "requestParameters", "responseElements"] {
+                r.entry(k).or_insert_with(|| serde_json::json!({}));
+            }
         }
         let ev: S3Event = serde_json::from_value(v).map_err(|e| EnvelopeError::Invalid(safe_json_error(&e)))?;
         let mut objects = Vec::with_capacity(ev.records.len());
@@ -194,6 +200,15 @@ mod tests {
       "requestParameters":{"sourceIPAddress":"127.0.0.1"},"responseElements":{},
       "s3":{"s3SchemaVersion":"1.0","configurationId":"c","bucket":{"name":"acme-inbox","arn":"arn:aws:s3:::acme-inbox"},
       "object":{"key":"quotes/Q+1%2F%C3%A9t%C3%A9.pdf","size":1234,"eTag":"e","sequencer":"0A"}}}]}"#;
+
+    #[test]
+    fn s3_events_without_identity_fields_still_decode() {
+        let minimal = r#"{"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "eu-west-1",
+          "eventTime": "2026-11-23T10:17:49.978Z", "eventName": "ObjectCreated:Put", "s3": {"s3SchemaVersion": "1.0",
+          "bucket": {"name": "b", "arn": "arn:aws:s3:::b"}, "object": {"key": "incoming%2Fa+b.pdf", "size": 1}}}]}"#;
+        let n = S3Notification::decode(minimal).unwrap();
+        assert_eq!(n.objects[0].key, "incoming/a b.pdf");
+    }
 
     #[test]
     fn s3_keys_are_url_decoded() {

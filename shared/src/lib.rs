@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod messages;
 pub mod metrics;
 pub mod publish;
+pub mod quarantine;
 pub mod telemetry;
 pub mod violations;
 

@@ -10,15 +10,33 @@ import pytest
 
 from palisade_local.local import LocalStack
 from palisade_local.messages import drain, wait_for
+from palisade_local.receiver import Receiver
+
+TENANT = "acme"
+SECRET = "test-signing-key-" + uuid.uuid4().hex
 
 ARTIFACTS = os.path.join(os.path.dirname(__file__), "..", "artifacts")
 
 
 @pytest.fixture(scope="session")
-def stack():
+def receiver():
+    r = Receiver(SECRET)
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(receiver):
     work = os.path.join(ARTIFACTS, "e2e")
     os.makedirs(work, exist_ok=True)
-    s = LocalStack(templates=("compliance",), work_dir=work)
+
+    def prepare(session):
+        # what an operator creates once per tenant, outside the template: the signing key for its target
+        arn = session.client("secretsmanager").create_secret(Name=f"palisade/{TENANT}/target", SecretString=SECRET)["ARN"]
+        return {"pipeline": {"Tenant": TENANT, "Target": receiver.url, "TargetSecretArn": arn,
+                             "MaxFileBytes": str(2 * 1024 * 1024)}}
+
+    s = LocalStack(templates=("compliance", "pipeline"), work_dir=work, prepare=prepare)
     s.start()
     yield s
     s.stop()

@@ -5,6 +5,7 @@
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 LINT_BIN=$(venv lint "$ROOT/tests/requirements-lint.txt")
-export PATH="$LINT_BIN:$PATH"
+# The stack venv first: cargo-lambda finds zig through its `python3 -m ziglang`.
+export PATH="$STACK_BIN:$LINT_BIN:$PATH"
 export SAM_CLI_TELEMETRY=0
 exec sam "$@"

@@ -6,7 +6,6 @@
 
 pub mod validate;
 
-use aws_sdk_s3::primitives::ByteStream;
 use palisade_shared::batch::{Runner, RunnerConfig};
 use palisade_shared::config::{BucketName, ConfigError, Env, TopicArn, got};
 use palisade_shared::envelope::{Envelope, TenantId};
@@ -22,8 +21,6 @@ use validate::{FileType, Rejection};
 
 /// Where uploads land; only keys under it are ingested.
 pub const UPLOAD_PREFIX: &str = "incoming/";
-/// Where rejected uploads are moved.
-pub const QUARANTINE_PREFIX: &str = "quarantine/";
 
 /// Start-up configuration.
 pub struct Config {
@@ -254,7 +251,7 @@ fn entry(deps: &Deps<'_>, parts: &[&str], o: &ObjectRef, correlation: Uuid, outc
     }
 }
 
-/// Moves the object under the quarantine prefix (copy, then delete), records it and raises the incident.
+/// Moves the object under the quarantine prefix, records it and raises the incident.
 async fn quarantine(
     deps: &Deps<'_>,
     o: &ObjectRef,
@@ -263,49 +260,18 @@ async fn quarantine(
     correlation: Uuid,
     why: Rejection,
 ) -> Result<(), IngestError> {
-    let stamp = o.event_time.format("%Y-%m-%d");
     let tag = file_id.map(str::to_owned).unwrap_or_else(|| correlation.simple().to_string());
-    let dest = format!("{QUARANTINE_PREFIX}{stamp}/{tag}-{name}");
-    let mut source = format!("{}/{}", o.bucket, percent_path(&o.key));
-    if let Some(v) = &o.version_id {
-        source.push_str(&format!("?versionId={v}"));
-    }
-    let copied = deps
-        .s3
-        .copy_object()
-        .bucket(&o.bucket)
-        .key(&dest)
-        .copy_source(source)
-        .metadata("palisade-reason", why.code())
-        .metadata("palisade-source-key-sha256", hex::encode(Sha256::digest(o.key.as_bytes())))
-        .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
-        .send()
-        .await;
-    if let Err(e) = copied {
-        let e = AwsError::new("s3:CopyObject", e);
-        // A 0-byte or odd object can still be kept by writing what we have.
-        if e.class == Class::Transient {
-            return Err(e.into());
-        }
-        deps.s3
-            .put_object()
-            .bucket(&o.bucket)
-            .key(&dest)
-            .body(ByteStream::from_static(b""))
-            .metadata("palisade-reason", why.code())
-            .send()
-            .await
-            .map_err(|e| AwsError::new("s3:PutObject", e))?;
-    }
-    deps.s3
-        .delete_object()
-        .bucket(&o.bucket)
-        .key(&o.key)
-        .set_version_id(o.version_id.clone())
-        .send()
-        .await
-        .map_err(|e| AwsError::new("s3:DeleteObject", e))?;
-    let kept_in = s3_uri(&o.bucket, &dest);
+    let day = o.event_time.format("%Y-%m-%d").to_string();
+    let kept_in = palisade_shared::quarantine::move_aside(
+        &deps.s3,
+        &o.bucket,
+        &o.key,
+        o.version_id.as_deref(),
+        &day,
+        &format!("{tag}-{name}"),
+        why.code(),
+    )
+    .await?;
     let mut e =
         entry(deps, &["quarantined", &o.key, o.version_id.as_deref().unwrap_or("")], o, correlation, "quarantined");
     e.details =
@@ -323,14 +289,4 @@ async fn quarantine(
     deps.incidents.raise(&report).await?;
     tracing::warn!(message = "File quarantined.", reason = why.code());
     Ok(())
-}
-
-/// Escapes a key for `x-amz-copy-source`, which S3 expects URL-encoded.
-fn percent_path(key: &str) -> String {
-    key.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -25,10 +25,13 @@ def bin_dir():
 
 
 class LocalStack:
-    def __init__(self, templates=("compliance",), stack_prefix="palisade", work_dir=None, parameters=None):
+    def __init__(self, templates=("compliance",), stack_prefix="palisade", work_dir=None, parameters=None, prepare=None):
         self.templates = templates
         self.stack_prefix = stack_prefix
         self.parameters = parameters or {}
+        # called with the session after moto starts and before the stacks are created: creates what a real
+        # account would already have (e.g. an operator's secret) and returns extra parameters per template
+        self.prepare = prepare
         self.work_dir = work_dir or tempfile.mkdtemp(prefix="palisade-local-")
         os.makedirs(self.work_dir, exist_ok=True)
         self.moto = MotoServer(log_path=os.path.join(self.work_dir, "moto.log"))
@@ -45,9 +48,10 @@ class LocalStack:
         # every boto3 client of this session talks to our moto
         os.environ.update(env)
         bins = bin_dir()
+        extra = self.prepare(self.session) if self.prepare else {}
         for t in self.templates:
-            params = {"Environment": "local", **self.parameters.get(t, {})}
-            name = f"{self.stack_prefix}-{t}"
+            params = {"Environment": "local", **self.parameters.get(t, {}), **extra.get(t, {})}
+            name = f"{self.stack_prefix}-{t}" + (f"-{params['Tenant']}" if "Tenant" in params else "")
             self.stacks[t] = deploy.deploy(self.session, os.path.join(ROOT, "infra", f"{t}.yaml"), name, params, bins)
         self.lambdas = LambdaService(self.session, env, self.work_dir).discover().start()
         return self

@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Quote-PDF extraction benchmark: documents per second on one core, and peak memory for a one-page quote.
+
+Compares, on the 36 quote fixtures (tests/fixtures/quotes):
+  - pipeline-extract, release build: full extraction (PDF -> validated Quote), in one process, N passes
+    (`pipeline-extract bench`), so process start-up does not count; also one process per document, for reference;
+  - pypdf: `PdfReader(...).pages[i].extract_text()` for every page (text only);
+  - pdfminer.six: `pdfminer.high_level.extract_text(...)` (text only).
+Every measurement runs pinned to CPU 0. Peak memory is GNU time's maximum RSS of a whole process extracting
+tests/fixtures/quotes/A-weasyprint-0.pdf (for Python, the interpreter is included).
+
+Usage: python3 bench/extract.py [--iterations N] [--min-seconds S] [--no-build]
+The Python libraries come from bench/requirements.txt, installed into $HOME/.cache/palisade/venv-bench on first
+use (the script re-runs itself inside that venv). Prints a table and writes bench/RESULTS.md.
+"""
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+QUOTES = ROOT / "tests" / "fixtures" / "quotes"
+ONE_PAGE = QUOTES / "A-weasyprint-0.pdf"
+VENV = Path(os.environ.get("HOME", "/root")) / ".cache" / "palisade" / "venv-bench"
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache" / "palisade" / "target"))
+TIME = "/usr/bin/time"
+
+
+def ensure_venv(argv):
+    """Creates the venv with the pinned requirements if needed, then re-executes this script inside it."""
+    python = VENV / "bin" / "python"
+    if Path(sys.prefix).resolve() == VENV.resolve():
+        return
+    reqs = BENCH / "requirements.txt"
+    stamp = VENV / ".requirements.sha256"
+    want = hashlib.sha256(reqs.read_bytes()).hexdigest()
+    if not python.exists() or not stamp.exists() or stamp.read_text().strip() != want:
+        print(f"setting up {VENV} from {reqs.relative_to(ROOT)} ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-r", str(reqs)], check=True)
+        stamp.write_text(want + "\n")
+    os.execv(str(python), [str(python), str(Path(__file__).resolve()), *argv])
+
+
+def pin():
+    os.sched_setaffinity(0, {0})
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, preexec_fn=pin, **kw)
+
+
+def peak_rss_kb(cmd):
+    """Maximum resident set size of the command, from GNU time, in KiB."""
+    out = subprocess.run([TIME, "-f", "%M", *cmd], capture_output=True, text=True, preexec_fn=pin)
+    if out.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed: {out.stderr.strip()[-300:]}")
+    return int(out.stderr.strip().splitlines()[-1])
+
+
+def binary(build):
+    if build:
+        print("building pipeline-extract (release) ...", file=sys.stderr)
+        subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "pipeline-extract"], cwd=ROOT, check=True,
+                       env={**os.environ, "CARGO_TARGET_DIR": str(TARGET)})
+    for name in ("pipeline-extract", "pdftext"):  # pdftext until the Lambda's main.rs exists
+        p = TARGET / "release" / name
+        if p.exists():
+            return p
+    sys.exit(f"no release binary under {TARGET / 'release'}; run without --no-build")
+
+
+# The Python baselines run in a child process (pinned to CPU 0) with this driver.
+DRIVER = r"""
+import io, json, sys, time
+lib, min_seconds, paths = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+docs = [open(p, "rb").read() for p in paths]
+if lib == "pypdf":
+    from pypdf import PdfReader
+    def extract(b):
+        return "".join(page.extract_text() or "" for page in PdfReader(io.BytesIO(b)).pages)
+else:
+    from pdfminer.high_level import extract_text
+    def extract(b):
+        return extract_text(io.BytesIO(b))
+n, chars, start = 0, 0, time.perf_counter()
+while True:
+    for b in docs:
+        chars += len(extract(b))
+        n += 1
+    elapsed = time.perf_counter() - start
+    if elapsed >= min_seconds:
+        break
+print(json.dumps({"documents": n, "seconds": elapsed, "chars": chars}))
+"""
+
+ONE_SHOT = r"""
+import io, sys
+lib, path = sys.argv[1], sys.argv[2]
+b = open(path, "rb").read()
+if lib == "pypdf":
+    from pypdf import PdfReader
+    text = "".join(page.extract_text() or "" for page in PdfReader(io.BytesIO(b)).pages)
+else:
+    from pdfminer.high_level import extract_text
+    text = extract_text(io.BytesIO(b))
+assert text.strip()
+"""
+
+
+def version(dist):
+    from importlib.metadata import version as v
+    return v(dist)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--iterations", type=int, default=30, help="passes over the fixtures in-process (Rust)")
+    ap.add_argument("--min-seconds", type=float, default=8.0, help="minimum time per Python library")
+    ap.add_argument("--no-build", action="store_true", help="use the existing release binary")
+    args = ap.parse_args()
+    ensure_venv(sys.argv[1:])
+
+    pdfs = sorted(str(p) for p in QUOTES.glob("*.pdf"))
+    if len(pdfs) != 36:
+        sys.exit(f"expected 36 fixtures in {QUOTES}, found {len(pdfs)}")
+    bin_path = binary(not args.no_build)
+
+    rows = []
+    # Rust, in-process.
+    out = run([str(bin_path), "bench", "--iterations", str(args.iterations), *pdfs]).stdout
+    fields = dict(kv.split("=", 1) for kv in out.split())
+    if fields["failed"] != "0":
+        sys.exit(f"pipeline-extract failed on some fixtures: {out}")
+    rust_dps = float(fields["docs_per_sec"])
+    rust_rss = peak_rss_kb([str(bin_path), "quote", str(ONE_PAGE)])
+    rows.append(("pipeline-extract (Rust, in-process)", "PDF -> validated quote", rust_dps, rust_rss,
+                 f"{fields['documents']} documents in {float(fields['seconds']):.2f} s"))
+
+    # Rust, one process per document (start-up included).
+    import time
+    start = time.perf_counter()
+    for p in pdfs:
+        run([str(bin_path), "quote", p])
+    per_process = len(pdfs) / (time.perf_counter() - start)
+    rows.append(("pipeline-extract (Rust, one process each)", "PDF -> validated quote", per_process, rust_rss,
+                 f"{len(pdfs)} processes"))
+
+    results = {}
+    for lib, dist in (("pypdf", "pypdf"), ("pdfminer", "pdfminer.six")):
+        print(f"timing {dist} ...", file=sys.stderr)
+        r = json.loads(run([sys.executable, "-c", DRIVER, lib, str(args.min_seconds), *pdfs]).stdout)
+        dps = r["documents"] / r["seconds"]
+        rss = peak_rss_kb([sys.executable, "-c", ONE_SHOT, lib, str(ONE_PAGE)])
+        results[lib] = dps
+        rows.append((f"{dist} {version(dist)}", "text only", dps, rss,
+                     f"{r['documents']} documents in {r['seconds']:.2f} s"))
+
+    speedup = rust_dps / results["pypdf"]
+    cpu = "unknown CPU"
+    try:
+        m = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+        cpu = m.group(1).strip() if m else cpu
+    except OSError:
+        pass
+
+    header = f"| {'extractor':<44} | {'work':<22} | {'docs/s (1 core)':>15} | {'peak RSS, 1-page quote':>22} | notes |"
+    sep = f"|{'-' * 46}|{'-' * 24}|{'-' * 17}:|{'-' * 24}:|-------|"
+    lines = [header, sep]
+    for name, work, dps, rss, note in rows:
+        lines.append(f"| {name:<44} | {work:<22} | {dps:>15.1f} | {rss / 1024:>19.1f} MiB | {note} |")
+    table = "\n".join(lines)
+    verdict = (
+        f"In-process throughput is {speedup:.1f}x pypdf's (target: at least 20x); "
+        f"peak memory for a one-page quote is {rust_rss / 1024:.1f} MiB (target: under 32 MiB)."
+    )
+    print()
+    print(table)
+    print()
+    print(verdict)
+
+    md = f"""# Extraction benchmark
+
+Generated by `python3 bench/extract.py` on {datetime.date.today().isoformat()}: {cpu}, {os.cpu_count()} cores
+(every measurement pinned to CPU 0), Linux {platform.release()}, Python {platform.python_version()}.
+Corpus: the 36 quote fixtures in `tests/fixtures/quotes` (3 layouts x 3 producers x 4; 1-2 pages each).
+Peak RSS: GNU time's maximum resident set size of one process extracting `A-weasyprint-0.pdf`.
+
+{table}
+
+{verdict}
+
+Notes:
+- pipeline-extract does the whole job (words with positions, layout match, fields, table reconstruction,
+  validation); pypdf and pdfminer.six only extract plain text, so the comparison flatters them.
+- "In-process" is `pipeline-extract bench --iterations {args.iterations} FILE...`: every file extracted
+  {args.iterations} times in one process. "One process each" includes process start-up and reading the rules.
+"""
+    (BENCH / "RESULTS.md").write_text(md)
+    print(f"\nwrote {(BENCH / 'RESULTS.md').relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,659 @@
+//! PDF text, bounded and panic-free: the only module that touches the PDF library.
+//!
+//! Everything a customer uploads passes through here, so the wrapper assumes hostile input: the size is checked
+//! before parsing, every FlateDecode stream is inflated once into a counting sink (no allocation) and the document is
+//! refused when one inflates past [`Limits::max_stream_bytes`] (the library's own cap is 256 MB per stream, which is
+//! memory we do not have), pages and output are bounded, and every call into the library runs under
+//! `catch_unwind`. Errors carry fixed reasons only: never document text, never the library's own messages (which can
+//! quote bytes of the file).
+
+use std::io::Read;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use pdf_oxide::PdfDocument;
+
+/// Bounds on what one document may cost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest input accepted, in bytes.
+    pub max_input_bytes: usize,
+    /// Most pages accepted; a document with more is refused before any page is read.
+    pub max_pages: usize,
+    /// Most bytes one compressed stream may inflate to.
+    pub max_stream_bytes: u64,
+    /// Most bytes all compressed streams together may inflate to (bounds the time spent checking them).
+    pub max_inflated_bytes: u64,
+    /// Most bytes of text (for [`words`], text plus a fixed cost per word).
+    pub max_text_bytes: usize,
+    /// Wall-clock budget, checked between pages (a page already being read is not interrupted).
+    pub max_duration: Option<Duration>,
+}
+
+impl Limits {
+    /// For insurance quotes: a few pages, a few hundred kilobytes.
+    pub fn quote() -> Self {
+        Self {
+            max_input_bytes: 20 * 1024 * 1024,
+            max_pages: 50,
+            max_stream_bytes: 64 * 1024 * 1024,
+            max_inflated_bytes: 512 * 1024 * 1024,
+            max_text_bytes: 8 * 1024 * 1024,
+            max_duration: Some(Duration::from_secs(30)),
+        }
+    }
+
+    /// For arbitrary documents (the `text` command): books, long reports.
+    pub fn document() -> Self {
+        Self {
+            max_input_bytes: 256 * 1024 * 1024,
+            max_pages: 10_000,
+            max_stream_bytes: 64 * 1024 * 1024,
+            max_inflated_bytes: 2 * 1024 * 1024 * 1024,
+            max_text_bytes: 64 * 1024 * 1024,
+            max_duration: None,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::quote()
+    }
+}
+
+/// Why a document gave no text. Messages are fixed: they never quote the document.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PdfError {
+    /// No `%PDF-` header in the first 1024 bytes (this includes empty files).
+    #[error("not a PDF: no %PDF- header in the first 1024 bytes")]
+    NotPdf,
+    /// Larger than [`Limits::max_input_bytes`].
+    #[error("the file has {size} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// Input size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Encrypted with a user password that is not empty.
+    #[error("the PDF is encrypted and needs a password")]
+    Encrypted,
+    /// The structure cannot be read.
+    #[error("the PDF is damaged or unreadable ({stage}: {reason})")]
+    Damaged {
+        /// What we were doing: `open`, `decrypt`, `page tree`, `page text`.
+        stage: &'static str,
+        /// What went wrong, from a fixed list.
+        reason: &'static str,
+    },
+    /// More pages than [`Limits::max_pages`].
+    #[error("the PDF has {pages} pages, over the limit of {limit}")]
+    TooManyPages {
+        /// Page count.
+        pages: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A compressed stream (or all of them together) inflates past the limit: a decompression bomb, or an image
+    /// far larger than any quote needs.
+    #[error("a compressed stream inflates to more than {limit} bytes")]
+    StreamTooLarge {
+        /// The limit that was passed.
+        limit: u64,
+    },
+    /// More text than [`Limits::max_text_bytes`].
+    #[error("the text is longer than {limit} bytes")]
+    TextTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// Reading took longer than [`Limits::max_duration`].
+    #[error("reading the PDF took longer than {limit_secs} s")]
+    TooSlow {
+        /// The budget in seconds.
+        limit_secs: u64,
+    },
+    /// No page has any text (a scan without a text layer, or no pages at all).
+    #[error("the PDF has no text layer")]
+    NoText,
+    /// The PDF library panicked; the panic was contained.
+    #[error("the PDF library failed on this file ({stage})")]
+    Panicked {
+        /// What we were doing.
+        stage: &'static str,
+    },
+}
+
+impl PdfError {
+    /// Fixed code for logs, metrics and quarantine reasons.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PdfError::NotPdf => "not_a_pdf",
+            PdfError::TooLarge { .. } => "pdf_too_large",
+            PdfError::Encrypted => "pdf_encrypted",
+            PdfError::Damaged { .. } => "pdf_damaged",
+            PdfError::TooManyPages { .. } => "pdf_too_many_pages",
+            PdfError::StreamTooLarge { .. } => "pdf_stream_too_large",
+            PdfError::TextTooLarge { .. } => "pdf_text_too_large",
+            PdfError::TooSlow { .. } => "pdf_too_slow",
+            PdfError::NoText => "pdf_no_text",
+            PdfError::Panicked { .. } => "pdf_library_panic",
+        }
+    }
+}
+
+/// One word with its box, in PDF user space: points, origin at the bottom left, y growing upwards.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Word {
+    /// The text (never contains whitespace).
+    pub text: String,
+    /// Left edge.
+    pub x0: f32,
+    /// Right edge.
+    pub x1: f32,
+    /// Baseline.
+    pub y0: f32,
+    /// Top (baseline plus font size).
+    pub y1: f32,
+    /// Font size in points.
+    pub font_size: f32,
+    /// Page number, from 1.
+    pub page: usize,
+}
+
+/// The words of one page, top to bottom, then left to right.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Page {
+    /// Page number, from 1.
+    pub number: usize,
+    /// Its words.
+    pub words: Vec<Word>,
+}
+
+/// Positioned words of every page.
+pub fn words(bytes: &[u8], limits: &Limits) -> Result<Vec<Page>, PdfError> {
+    let started = Instant::now();
+    let (doc, count) = open(bytes, limits)?;
+    let mut pages = Vec::with_capacity(count);
+    let mut budget = limits.max_text_bytes;
+    let mut any = false;
+    for index in 0..count {
+        check_time(started, limits)?;
+        let spans = guarded("page text", || doc.extract_spans(index))?
+            .map_err(|e| PdfError::Damaged { stage: "page text", reason: reason(&e) })?;
+        let words = page_words(&spans, index + 1);
+        for w in &words {
+            budget = budget.checked_sub(w.text.len() + WORD_COST).ok_or(PdfError::TextTooLarge {
+                limit: limits.max_text_bytes,
+            })?;
+        }
+        any |= !words.is_empty();
+        pages.push(Page { number: index + 1, words });
+    }
+    if !any {
+        return Err(no_text(bytes));
+    }
+    Ok(pages)
+}
+
+/// Plain text of every page, pages separated by form feeds (`\f`). A page the library cannot read is left empty;
+/// the document fails only when no page can be read.
+pub fn text(bytes: &[u8], limits: &Limits) -> Result<String, PdfError> {
+    let started = Instant::now();
+    let (doc, count) = open(bytes, limits)?;
+    let mut out = String::new();
+    let mut failed = 0usize;
+    let mut first_failure = None;
+    for index in 0..count {
+        check_time(started, limits)?;
+        if index > 0 {
+            out.push('\x0c');
+        }
+        match guarded("page text", || doc.extract_text(index)) {
+            Ok(Ok(t)) => {
+                if out.len() + t.len() > limits.max_text_bytes {
+                    return Err(PdfError::TextTooLarge { limit: limits.max_text_bytes });
+                }
+                out.push_str(&t);
+            }
+            Ok(Err(e)) => {
+                failed += 1;
+                first_failure.get_or_insert(PdfError::Damaged { stage: "page text", reason: reason(&e) });
+            }
+            Err(panicked) => {
+                failed += 1;
+                first_failure.get_or_insert(panicked);
+            }
+        }
+    }
+    if count > 0 && failed == count {
+        return Err(first_failure.unwrap_or(PdfError::Damaged { stage: "page text", reason: "unreadable" }));
+    }
+    if out.chars().all(|c| c.is_whitespace()) {
+        return Err(no_text(bytes));
+    }
+    Ok(out)
+}
+
+/// Whether `%PDF-` occurs in the first 1024 bytes, as the specification allows.
+pub fn has_pdf_header(bytes: &[u8]) -> bool {
+    bytes[..bytes.len().min(1024)].windows(5).any(|w| w == b"%PDF-")
+}
+
+/// Per-word cost against [`Limits::max_text_bytes`], roughly what a [`Word`] holds besides its text.
+const WORD_COST: usize = 48;
+
+fn open(bytes: &[u8], limits: &Limits) -> Result<(PdfDocument, usize), PdfError> {
+    if bytes.len() > limits.max_input_bytes {
+        return Err(PdfError::TooLarge { size: bytes.len(), limit: limits.max_input_bytes });
+    }
+    if !has_pdf_header(bytes) {
+        return Err(PdfError::NotPdf);
+    }
+    check_streams(bytes, limits)?;
+    let doc = guarded("open", || PdfDocument::from_bytes(bytes.to_vec()))?
+        .map_err(|e| PdfError::Damaged { stage: "open", reason: reason(&e) })?;
+    if doc.is_encrypted() {
+        match guarded("decrypt", || doc.authenticate(b""))? {
+            Ok(true) => {}
+            Ok(false) | Err(pdf_oxide::Error::EncryptedPdf) => return Err(PdfError::Encrypted),
+            Err(e) => return Err(PdfError::Damaged { stage: "decrypt", reason: reason(&e) }),
+        }
+    }
+    let count = match guarded("page tree", || doc.page_count())? {
+        Ok(n) => n,
+        Err(pdf_oxide::Error::EncryptedPdf) => return Err(PdfError::Encrypted),
+        Err(e) => return Err(PdfError::Damaged { stage: "page tree", reason: reason(&e) }),
+    };
+    if count > limits.max_pages {
+        return Err(PdfError::TooManyPages { pages: count, limit: limits.max_pages });
+    }
+    Ok((doc, count))
+}
+
+/// A document with no text at all: a truncated file says damaged, anything else says it has no text layer.
+fn no_text(bytes: &[u8]) -> PdfError {
+    match truncated(bytes) {
+        Some(reason) => PdfError::Damaged { stage: "open", reason },
+        None => PdfError::NoText,
+    }
+}
+
+/// Signs that the file was cut short: no end-of-file marker, a linearization length or a cross-reference offset
+/// beyond the end of the file. (The library recovers what it can from such files, which can be nothing.)
+fn truncated(bytes: &[u8]) -> Option<&'static str> {
+    if find(bytes, b"%%EOF", 0).is_none() {
+        return Some("truncated: no end-of-file marker");
+    }
+    let number_after = |key: &[u8]| -> Option<u64> {
+        let mut out = None;
+        let mut at = 0;
+        while let Some(i) = find(bytes, key, at) {
+            at = i + key.len();
+            let digits: Vec<u8> = bytes[at..]
+                .iter()
+                .skip_while(|b| b.is_ascii_whitespace())
+                .take_while(|b| b.is_ascii_digit())
+                .take(19)
+                .copied()
+                .collect();
+            if let Some(n) = std::str::from_utf8(&digits).ok().and_then(|s| s.parse().ok()) {
+                out = Some(n);
+            }
+        }
+        out
+    };
+    let len = bytes.len() as u64;
+    if find(bytes, b"/Linearized", 0).is_some() && number_after(b"/L ").is_some_and(|l| l > len) {
+        return Some("truncated: shorter than its linearized length");
+    }
+    if number_after(b"startxref").is_some_and(|o| o >= len) || number_after(b"/Prev").is_some_and(|o| o >= len) {
+        return Some("truncated: cross-reference beyond the end of the file");
+    }
+    None
+}
+
+fn check_time(started: Instant, limits: &Limits) -> Result<(), PdfError> {
+    match limits.max_duration {
+        Some(max) if started.elapsed() > max => Err(PdfError::TooSlow { limit_secs: max.as_secs() }),
+        _ => Ok(()),
+    }
+}
+
+/// Runs a library call, turning a panic into [`PdfError::Panicked`].
+fn guarded<T>(stage: &'static str, f: impl FnOnce() -> T) -> Result<T, PdfError> {
+    install_quiet_hook();
+    catch_unwind(AssertUnwindSafe(|| in_library(f))).map_err(|_| PdfError::Panicked { stage })
+}
+
+thread_local! {
+    static IN_LIBRARY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Panic messages from inside the PDF library may quote document text, so they must not reach stderr (and from
+/// there the logs). A hook installed once stays silent for panics on a thread that is inside [`guarded`] and
+/// defers to the previous hook otherwise.
+fn install_quiet_hook() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_LIBRARY.with(|c| c.get()) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Marks the current thread as inside the library for the duration of `f`.
+fn in_library<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            let was = self.0;
+            IN_LIBRARY.with(|c| c.set(was));
+        }
+    }
+    let _reset = Reset(IN_LIBRARY.with(|c| c.replace(true)));
+    f()
+}
+
+/// A fixed description of a library error (its own message may quote the file).
+fn reason(e: &pdf_oxide::Error) -> &'static str {
+    use pdf_oxide::Error as E;
+    match e {
+        E::InvalidHeader(_) => "invalid header",
+        E::UnsupportedVersion(_) => "unsupported version",
+        E::ParseError { .. } | E::ParseWarning { .. } => "unparsable object",
+        E::InvalidXref => "invalid cross-reference table",
+        E::ObjectNotFound(..) => "missing object",
+        E::InvalidObjectType { .. } => "object of the wrong type",
+        E::UnexpectedEof => "unexpected end of file",
+        E::Io(_) => "read error",
+        E::Unsupported(_) | E::UnsupportedFilter(_) => "unsupported feature",
+        E::InvalidPdf(_) => "invalid structure",
+        E::Decode(_) => "stream decoding failed",
+        E::Font(_) => "font error",
+        E::EncryptedPdf => "encrypted",
+        _ => "other",
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Decompression guard
+
+/// Inflates every zlib stream in the file into a counting sink and refuses the document when one inflates past
+/// [`Limits::max_stream_bytes`], or all of them past [`Limits::max_inflated_bytes`]. Encrypted streams are not zlib
+/// data until decrypted, so they pass here; the library's own per-stream cap (256 MB, or
+/// `PDF_OXIDE_MAX_DECOMPRESS_MB`) still bounds them.
+fn check_streams(bytes: &[u8], limits: &Limits) -> Result<(), PdfError> {
+    let mut total: u64 = 0;
+    let mut at = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Some(i) = find(bytes, b"stream", at) {
+        at = i + 6;
+        if i >= 3 && &bytes[i - 3..i] == b"end" {
+            continue;
+        }
+        let data = match &bytes[at..] {
+            [b'\r', b'\n', rest @ ..] | [b'\n', rest @ ..] | [b'\r', rest @ ..] => rest,
+            _ => continue,
+        };
+        if !is_zlib_header(data) {
+            continue;
+        }
+        let mut inflater = flate2::read::ZlibDecoder::new(data);
+        let mut this: u64 = 0;
+        loop {
+            match inflater.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    this += n as u64;
+                    total += n as u64;
+                    if this > limits.max_stream_bytes {
+                        return Err(PdfError::StreamTooLarge { limit: limits.max_stream_bytes });
+                    }
+                    if total > limits.max_inflated_bytes {
+                        return Err(PdfError::StreamTooLarge { limit: limits.max_inflated_bytes });
+                    }
+                }
+            }
+        }
+        // Skip what this stream consumed; the next `stream` keyword lies beyond it.
+        at += usize::try_from(inflater.total_in()).unwrap_or(0).min(bytes.len() - at);
+    }
+    Ok(())
+}
+
+fn is_zlib_header(d: &[u8]) -> bool {
+    match d {
+        [cmf, flg, ..] => cmf & 0x0F == 8 && cmf >> 4 <= 7 && (u16::from(*cmf) * 256 + u16::from(*flg)) % 31 == 0,
+        _ => false,
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    if from >= hay.len() {
+        return None;
+    }
+    let first = needle[0];
+    let mut i = from;
+    while i + needle.len() <= hay.len() {
+        match hay[i..].iter().position(|&b| b == first) {
+            None => return None,
+            Some(off) => {
+                i += off;
+                if hay[i..].starts_with(needle) {
+                    return Some(i);
+                }
+                i += 1;
+            }
+        }
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Spans to words
+
+/// A whitespace-free piece of a span, before fragments of one word split across spans are glued back together.
+struct Piece {
+    text: String,
+    x0: f32,
+    x1: f32,
+    y0: f32,
+    y1: f32,
+    size: f32,
+    /// No whitespace before it inside its span: it may continue the previous span's last piece.
+    open_left: bool,
+    /// No whitespace after it inside its span.
+    open_right: bool,
+}
+
+/// Splits spans into words, glues fragments that producers emit as separate spans (kerning splits `V|ALE`), and
+/// orders them by line, then by x.
+fn page_words(spans: &[pdf_oxide::layout::TextSpan], page: usize) -> Vec<Word> {
+    let mut pieces = Vec::new();
+    for s in spans {
+        split_span(s, &mut pieces);
+    }
+    pieces.sort_by(|a, b| b.y0.total_cmp(&a.y0).then(a.x0.total_cmp(&b.x0)));
+    // Group into lines by baseline, sort each line by x, and glue touching fragments.
+    let mut words = Vec::with_capacity(pieces.len());
+    let mut it = pieces.into_iter().peekable();
+    while let Some(first) = it.next() {
+        let (base, tol) = (first.y0, first.size.max(1.0) * 0.3);
+        let mut line = vec![first];
+        while let Some(p) = it.next_if(|p| (base - p.y0).abs() <= tol) {
+            line.push(p);
+        }
+        line.sort_by(|a, b| a.x0.total_cmp(&b.x0));
+        let mut current: Option<Piece> = None;
+        for p in line {
+            match current.as_mut() {
+                Some(c) if c.open_right && p.open_left && glued(c, &p) => {
+                    c.text.push_str(&p.text);
+                    c.x1 = c.x1.max(p.x1);
+                    c.y1 = c.y1.max(p.y1);
+                    c.open_right = p.open_right;
+                }
+                _ => {
+                    if let Some(done) = current.replace(p) {
+                        words.push(word(done, page));
+                    }
+                }
+            }
+        }
+        if let Some(done) = current {
+            words.push(word(done, page));
+        }
+    }
+    words
+}
+
+fn glued(a: &Piece, b: &Piece) -> bool {
+    let gap = b.x0 - a.x1;
+    let size = a.size.max(b.size).max(1.0);
+    gap < 0.15 * size && gap > -0.6 * size
+}
+
+fn word(p: Piece, page: usize) -> Word {
+    Word { text: p.text, x0: p.x0, x1: p.x1, y0: p.y0, y1: p.y1, font_size: p.size, page }
+}
+
+fn split_span(s: &pdf_oxide::layout::TextSpan, out: &mut Vec<Piece>) {
+    let (x, w) = (s.bbox.x, s.bbox.width);
+    if !(x.is_finite() && w.is_finite() && s.bbox.y.is_finite() && s.bbox.height.is_finite()) {
+        return;
+    }
+    let chars: Vec<char> = s.text.chars().collect();
+    if chars.is_empty() {
+        return;
+    }
+    // Left edge of each character: the library's widths when they fit the span, else an even split.
+    let mut edges = Vec::with_capacity(chars.len() + 1);
+    let widths_sum: f32 = s.char_widths.iter().sum();
+    if s.char_widths.len() == chars.len() && widths_sum > 0.0 && widths_sum.is_finite() {
+        let scale = if w > 0.0 { w / widths_sum } else { 1.0 };
+        let mut at = x;
+        for cw in &s.char_widths {
+            edges.push(at);
+            at += cw.max(0.0) * scale;
+        }
+        edges.push(x + w.max(0.0));
+    } else {
+        let step = w.max(0.0) / chars.len() as f32;
+        edges.extend((0..=chars.len()).map(|i| x + step * i as f32));
+    }
+    let size = if s.font_size.is_finite() && s.font_size > 0.0 { s.font_size } else { s.bbox.height.abs().max(1.0) };
+    let (y0, y1) = (s.bbox.y, s.bbox.y + s.bbox.height.abs().max(size));
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i].is_whitespace() || chars[i].is_control() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len() && !chars[i].is_whitespace() && !chars[i].is_control() {
+            i += 1;
+        }
+        out.push(Piece {
+            text: chars[start..i].iter().collect(),
+            x0: edges[start],
+            x1: edges[i],
+            y0,
+            y1,
+            size,
+            open_left: start == 0,
+            open_right: i == chars.len(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_may_sit_anywhere_in_the_first_kilobyte() {
+        assert!(has_pdf_header(b"%PDF-1.7\n"));
+        assert!(has_pdf_header(b"junk\n%PDF-1.4"));
+        let mut late = vec![b' '; 1020];
+        late.extend_from_slice(b"%PDF-1.7");
+        assert!(!has_pdf_header(&late));
+        assert!(!has_pdf_header(b""));
+    }
+
+    #[test]
+    fn refusals_come_before_parsing() {
+        let limits = Limits { max_input_bytes: 10, ..Limits::quote() };
+        assert_eq!(words(b"", &limits), Err(PdfError::NotPdf));
+        assert_eq!(text(b"\x89PNG\r\n", &limits), Err(PdfError::NotPdf));
+        assert_eq!(words(b"%PDF-1.7 and more", &limits), Err(PdfError::TooLarge { size: 17, limit: 10 }));
+    }
+
+    #[test]
+    fn garbage_after_a_header_is_damaged_not_a_panic() {
+        for junk in [&b"%PDF-1.7\n"[..], b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n", b"%PDF-\xff\xfe\x00trailer"] {
+            match text(junk, &Limits::quote()) {
+                Err(PdfError::Damaged { .. } | PdfError::NoText) => {}
+                other => panic!("{junk:?}: {other:?}"),
+            }
+        }
+    }
+
+    fn zlib(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn inflating_streams_are_bounded_without_allocating_them() {
+        // GIVEN a stream that inflates to 4 MiB, and one that inflates to 1 KiB
+        let big = zlib(&vec![b' '; 4 * 1024 * 1024]);
+        let small = zlib(&[b'x'; 1024]);
+        let doc = |s: &[u8]| [&b"%PDF-1.7\n1 0 obj << /Filter /FlateDecode >> stream\n"[..], s, b"\nendstream"].concat();
+        let limits = Limits { max_stream_bytes: 1024 * 1024, ..Limits::quote() };
+        // THEN only the big one is refused
+        assert_eq!(check_streams(&doc(&big), &limits), Err(PdfError::StreamTooLarge { limit: 1024 * 1024 }));
+        assert_eq!(check_streams(&doc(&small), &limits), Ok(()));
+        // AND many small streams still add up to the total limit
+        let many: Vec<u8> = (0..20).flat_map(|_| doc(&zlib(&vec![b'y'; 512 * 1024]))).collect();
+        let limits = Limits { max_stream_bytes: 1024 * 1024, max_inflated_bytes: 8 * 1024 * 1024, ..Limits::quote() };
+        assert_eq!(check_streams(&many, &limits), Err(PdfError::StreamTooLarge { limit: 8 * 1024 * 1024 }));
+    }
+
+    #[test]
+    fn truncation_is_told_from_an_empty_document() {
+        assert_eq!(truncated(b"%PDF-1.4\n1 0 obj\n"), Some("truncated: no end-of-file marker"));
+        let lin = b"%PDF-1.5\n1 0 obj <</Linearized 1/L 63022/O 3>> endobj\nstartxref\n9\n%%EOF\n";
+        assert_eq!(truncated(lin), Some("truncated: shorter than its linearized length"));
+        let far = b"%PDF-1.4\ntrailer <</Size 3>>\nstartxref\n99999\n%%EOF\n";
+        assert_eq!(truncated(far), Some("truncated: cross-reference beyond the end of the file"));
+        let whole = b"%PDF-1.4\nxref\ntrailer <</Size 3>>\nstartxref\n9\n%%EOF\n";
+        assert_eq!(truncated(whole), None);
+        assert_eq!(no_text(whole), PdfError::NoText);
+    }
+
+    #[test]
+    fn zlib_headers() {
+        assert!(is_zlib_header(&[0x78, 0x9C]));
+        assert!(is_zlib_header(&[0x78, 0xDA]));
+        assert!(is_zlib_header(&[0x78, 0x01]));
+        assert!(!is_zlib_header(&[0x78, 0x00]));
+        assert!(!is_zlib_header(b"BT"));
+        assert!(!is_zlib_header(&[0x78]));
+    }
+
+    #[test]
+    fn codes_are_fixed() {
+        assert_eq!(PdfError::NotPdf.code(), "not_a_pdf");
+        assert_eq!(PdfError::Encrypted.code(), "pdf_encrypted");
+        assert_eq!(PdfError::NoText.code(), "pdf_no_text");
+        assert_eq!(PdfError::Damaged { stage: "open", reason: "x" }.code(), "pdf_damaged");
+    }
+}
