@@ -21,5 +21,14 @@ log=$PALISADE_CACHE/cargo-test.log
 cargo test --workspace >"$log" 2>&1 || { cat "$log"; exit 1; }
 awk '/^test result:/ { p += $4; f += $6 } END { printf "Rust: %d passed, %d failed\n", p, f }' "$log"
 
+step "sam build: every function cross-compiled for arm64 (provided.al2023) with cargo lambda and zig"
+rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 || rustup target add aarch64-unknown-linux-gnu
+for t in compliance pipeline; do
+  tests/tools/sam.sh build --template-file "infra/$t.yaml" --build-dir ".aws-sam/build-$t" \
+    --cache-dir "$PALISADE_CACHE/sam-cache-$t" >"$PALISADE_CACHE/sam-build-$t.log" 2>&1 \
+    || { tail -40 "$PALISADE_CACHE/sam-build-$t.log"; exit 1; }
+done
+python tests/tools/artifacts.py .aws-sam/build-compliance .aws-sam/build-pipeline
+
 step "end-to-end tests on the local stack"
 PALISADE_BIN_DIR=$CARGO_TARGET_DIR/debug python -m pytest -c tests/pytest.ini -q "$@"
