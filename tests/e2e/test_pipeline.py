@@ -55,6 +55,17 @@ def test_every_fixture_quote_arrives_once_signed_and_field_for_field(stack, rece
     delivered = [e for e in _ledger(stack) if e["outcome"] == "delivered" and json.loads(e["details"])["file_id"] in expected]
     assert len(delivered) == len(expected)
 
+    # AND no customer value reached any function's log, nor the ledger
+    logs = "".join(open(os.path.join(stack.lambdas.log_dir, f), encoding="utf-8", errors="replace").read()
+                   for f in os.listdir(stack.lambdas.log_dir))
+    ledger_text = json.dumps(_ledger(stack), default=str)
+    for _, want in expected.values():
+        amounts = [want["total_premium"]] + [c[k] for c in want["coverages"] for k in ("limit", "premium")]
+        # amounts with at least four digits before the point cannot be mistaken for parts of timestamps or timings
+        for value in [want["insured_name"]] + [a for a in amounts if len(a.split(".")[0]) >= 4]:
+            assert value not in logs, f"{value!r} is in a function log"
+            assert value not in ledger_text, f"{value!r} is in the ledger"
+
     # WHEN the same bytes are uploaded again under another name
     name, _ = next(iter(expected.values()))
     with open(os.path.join(FIXTURES, "quotes", name), "rb") as f:
