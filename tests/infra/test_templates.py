@@ -351,7 +351,12 @@ def test_names_derive_from_the_crate(sam_template):
                       if any(target(s.get("Endpoint")) == queue for s in res["Properties"].get("Subscription", []))]
             topics += [target(res["Properties"]["TopicArn"]) for res in resources(cfn, "AWS::SNS::Subscription").values()
                        if target(res["Properties"].get("Endpoint")) == queue]
-            assert topics, f"{name} {queue}: no topic of this template delivers to it"
+            buckets = [b for b, res in resources(cfn, "AWS::S3::Bucket").items()
+                       if any(target(c.get("Queue")) == queue for c in
+                              res.get("Properties", {}).get("NotificationConfiguration", {}).get("QueueConfigurations", []))]
+            assert topics or buckets, f"{name} {queue}: no topic or bucket of this template delivers to it"
+            if not crate.startswith("enforce-"):
+                continue  # pipeline steps consume event topics (file-accepted, quote-extracted), named after the event
             for t in topics:
                 assert sub_text(cfn["Resources"][t]["Properties"].get("TopicName")) == stem, (
                     f"{name} {t}: TopicName is not !Sub {stem}")
@@ -408,3 +413,38 @@ def test_the_deploy_role_trusts_only_this_repositorys_main_branch_and_production
             subjects = sorted(sub_text(v) for v in listed(cond.get("token.actions.githubusercontent.com:sub")))
             assert subjects == ["repo:${Repository}:environment:production", "repo:${Repository}:ref:refs/heads/main"], (
                 f"{role}: trusts {subjects}")
+
+
+# ---- tenant isolation ----------------------------------------------------------------------------------------------
+def _s3_targets(resource):
+    """The logical ids of the buckets an S3 resource entry names: GetAtt X.Arn, or `${X.Arn}/...` in a Sub."""
+    t = target(resource)
+    if t:
+        return {t}
+    text = sub_text(resource)
+    if isinstance(text, str):
+        return set(re.findall(r"\$\{(\w+)\.Arn\}", text)) or {text}
+    return {json_text(resource)}
+
+
+def json_text(value):
+    return repr(value)
+
+
+def test_a_tenant_stacks_roles_name_only_that_tenants_buckets():
+    cfn, _ = load("pipeline.yaml")
+    own = set(resources(cfn, "AWS::S3::Bucket"))
+    assert own == {"InboxBucket", "ProcessedBucket"}
+    for role in resources(cfn, "AWS::IAM::Role"):
+        for s in role_statements(cfn, role):
+            if not any(a.startswith("s3:") for a in listed(s["Action"])):
+                continue
+            for r in listed(s["Resource"]):
+                named = _s3_targets(r)
+                assert named <= own, (
+                    f"{role} {s.get('Sid')}: S3 access on {r}, which is not one of this tenant stack's buckets {sorted(own)}"
+                )
+    # and the buckets themselves are named after the stack, i.e. after the tenant
+    for b in own:
+        name = sub_text(cfn["Resources"][b]["Properties"]["BucketName"])
+        assert name.startswith("${AWS::StackName}-"), f"{b}: {name}"
