@@ -82,9 +82,6 @@ def test_broken_inputs_are_quarantined_with_an_incident_and_an_alert(stack):
     alerts = stack.subscribe_queue(pipe.physical["AlertsTopic"])
     broken = {os.path.basename(p): open(p, "rb").read() for p in glob.glob(os.path.join(FIXTURES, "broken", "*"))}
     broken["oversized.pdf"] = b"%PDF-1.7\n" + os.urandom(2 * 1024 * 1024 + 10)
-    # a readable PDF that is not a quote of any known carrier
-    broken["not-a-quote.pdf"] = open(glob.glob(os.path.join(FIXTURES, "quotes", "A-*-1.pdf"))[0], "rb").read()[:0] or b""
-    del broken["not-a-quote.pdf"]
     keys = {name: _upload(stack, name, body) for name, body in broken.items()}
 
     # THEN every one ends under quarantine/ with its reason, and none is left in incoming/
@@ -153,3 +150,47 @@ def test_retention_deletes_only_old_objects_of_this_tenant(stack):
     stack.lambdas.fire("pipeline-retention", when)
     assert not s3.list_objects_v2(Bucket=inbox, Prefix=f"quarantine/old-{marker}").get("Contents")
     assert s3.head_object(Bucket=processed, Key=f"quotes/keep-{marker}.json")
+
+
+def _unique_quote(name):
+    """A fixture quote with a unique trailing comment: same content to the reader, a new file id."""
+    with open(os.path.join(FIXTURES, "quotes", name), "rb") as f:
+        body = f.read() + f"\n% {uuid.uuid4().hex}\n".encode()
+    return body, __import__("hashlib").sha256(body).hexdigest()[:32]
+
+
+def test_delivery_retries_5xx_and_keeps_a_refused_record_with_an_incident(stack, receiver):
+    pipe = _pipe(stack)
+    sqs = stack.client("sqs")
+    # GIVEN a receiver that fails one quote's first two attempts and refuses another outright
+    flaky, flaky_id = _unique_quote("B-chromium-1.pdf")
+    refused, refused_id = _unique_quote("C-libreoffice-1.pdf")
+    receiver.fail_first[flaky_id] = 2
+    receiver.refuse.add(refused_id)
+    alerts = stack.subscribe_queue(pipe.physical["AlertsTopic"])
+
+    # WHEN both are uploaded
+    _upload(stack, "flaky.pdf", flaky)
+    _upload(stack, "refused.pdf", refused)
+
+    # THEN the flaky one arrives once, on its third attempt
+    wait_for(lambda: [k for k, _, _ in receiver.records() if k == flaky_id], timeout=60, what="the flaky delivery")
+    assert receiver.attempts[flaky_id] == 3
+    assert [k for k, _, _ in receiver.records()].count(flaky_id) == 1
+
+    # AND the refused one is not retried blindly: its message is kept in deliver's DLQ, with an incident and alert
+    dlq = pipe.physical["PipelineDeliverDLQ"]
+    kept = []
+    def in_dlq():
+        kept.extend(drain(sqs, dlq, wait=0))
+        return [m for m in kept if refused_id in m["Body"]] or None
+    msgs = wait_for(in_dlq, timeout=60, what="the refused record's message in the DLQ")
+    assert msgs[0]["MessageAttributes"]["palisade-error-code"]["StringValue"] == "target_refused"
+    assert receiver.attempts[refused_id] == 1
+    assert not [e for e in _ledger(stack) if e["outcome"] == "delivered" and refused_id in e["details"]]
+    seen = []
+    def alerted():
+        seen.extend(json.loads(json.loads(m["Body"])["Message"]) for m in drain(sqs, alerts, wait=0))
+        return [a for a in seen if a["payload"]["error_code"] == "target_refused"] or None
+    alert = wait_for(alerted, what="the refusal alert")[0]["payload"]
+    assert alert["function"].endswith("pipeline-deliver") and alert["kept_in"].endswith("pipeline-deliver-dlq")
