@@ -19,6 +19,7 @@ pub mod messages;
 pub mod metrics;
 pub mod publish;
 pub mod quarantine;
+pub mod step;
 pub mod telemetry;
 pub mod violations;
 

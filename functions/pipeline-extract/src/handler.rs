@@ -5,10 +5,11 @@ use palisade_shared::batch::RunnerConfig;
 use palisade_shared::config::{BucketName, ConfigError, Env, TopicArn, got};
 use palisade_shared::envelope::{Envelope, TenantId};
 use palisade_shared::error::{AwsError, Class, Classify};
-use palisade_shared::incident::{IncidentError, IncidentReport, Incidents};
-use palisade_shared::ledger::{DynamoLedger, Ledger, LedgerEntry, LedgerError, RecordType};
+pub use palisade_shared::step::StepError;
+use palisade_shared::incident::{IncidentReport, Incidents};
+use palisade_shared::ledger::{DynamoLedger, Ledger, LedgerEntry, RecordType};
 use palisade_shared::messages::{FileAccepted, QuoteExtracted};
-use palisade_shared::publish::{PublishError, Publisher};
+use palisade_shared::publish::Publisher;
 use sha2::{Digest, Sha256};
 
 use crate::{ExtractError, Limits, RuleSet};
@@ -71,51 +72,6 @@ pub struct Deps<'a> {
     pub incidents: &'a Incidents<DynamoLedger>,
     /// Extraction rules.
     pub rules: RuleSet,
-}
-
-/// Why a step failed (a file that cannot be read is not a failure: it is quarantined).
-#[derive(Debug, thiserror::Error)]
-pub enum StepError {
-    /// The message names another tenant's bucket.
-    #[error("object is in bucket {0}, which does not belong to this tenant")]
-    ForeignBucket(String),
-    /// An AWS call failed.
-    #[error(transparent)]
-    Aws(#[from] AwsError),
-    /// Publishing failed.
-    #[error(transparent)]
-    Publish(#[from] PublishError),
-    /// The ledger failed.
-    #[error(transparent)]
-    Ledger(#[from] LedgerError),
-    /// Raising the incident failed.
-    #[error(transparent)]
-    Incident(#[from] IncidentError),
-    /// The object could not be read, or the extraction task died.
-    #[error("{0}")]
-    Io(String),
-}
-
-impl Classify for StepError {
-    fn class(&self) -> Class {
-        match self {
-            StepError::ForeignBucket(_) => Class::Permanent,
-            StepError::Aws(e) => e.class,
-            StepError::Publish(e) => e.class(),
-            StepError::Ledger(e) => e.class(),
-            StepError::Incident(_) | StepError::Io(_) => Class::Transient,
-        }
-    }
-    fn code(&self) -> &'static str {
-        match self {
-            StepError::ForeignBucket(_) => "foreign_bucket",
-            StepError::Aws(e) => e.code(),
-            StepError::Publish(_) => "publish_failed",
-            StepError::Ledger(_) => "ledger",
-            StepError::Incident(_) => "incident_failed",
-            StepError::Io(_) => "read_failed",
-        }
-    }
 }
 
 fn entry(

@@ -9,12 +9,12 @@ pub mod validate;
 use palisade_shared::batch::{Runner, RunnerConfig};
 use palisade_shared::config::{BucketName, ConfigError, Env, TopicArn, got};
 use palisade_shared::envelope::{Envelope, TenantId};
-use palisade_shared::error::{AwsError, Class, Classify};
+use palisade_shared::error::{AwsError, Class};
 use palisade_shared::events::{ObjectRef, S3Notification};
-use palisade_shared::incident::{IncidentError, IncidentReport, Incidents};
-use palisade_shared::ledger::{DynamoLedger, Ledger, LedgerEntry, LedgerError, RecordType};
+use palisade_shared::incident::{IncidentReport, Incidents};
+use palisade_shared::ledger::{DynamoLedger, Ledger, LedgerEntry, RecordType};
 use palisade_shared::messages::FileAccepted;
-use palisade_shared::publish::{PublishError, Publisher};
+use palisade_shared::publish::Publisher;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 use validate::{FileType, Rejection};
@@ -92,50 +92,8 @@ impl<'a> Deps<'a> {
     }
 }
 
-/// Why ingesting failed (as opposed to a file being rejected, which is a success: the file is quarantined).
-#[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    /// The event names a bucket that is not this tenant's inbox.
-    #[error("object is in bucket {0}, which does not belong to this tenant")]
-    ForeignBucket(String),
-    /// An AWS call failed.
-    #[error(transparent)]
-    Aws(#[from] AwsError),
-    /// Publishing failed.
-    #[error(transparent)]
-    Publish(#[from] PublishError),
-    /// The ledger failed.
-    #[error(transparent)]
-    Ledger(#[from] LedgerError),
-    /// Raising the incident for a quarantined file failed.
-    #[error(transparent)]
-    Incident(#[from] IncidentError),
-    /// The file could not be read.
-    #[error("could not read the object body")]
-    Read,
-}
-
-impl Classify for IngestError {
-    fn class(&self) -> Class {
-        match self {
-            IngestError::ForeignBucket(_) => Class::Permanent,
-            IngestError::Aws(e) => e.class,
-            IngestError::Publish(e) => e.class(),
-            IngestError::Ledger(e) => e.class(),
-            IngestError::Incident(_) | IngestError::Read => Class::Transient,
-        }
-    }
-    fn code(&self) -> &'static str {
-        match self {
-            IngestError::ForeignBucket(_) => "foreign_bucket",
-            IngestError::Aws(e) => e.code(),
-            IngestError::Publish(_) => "publish_failed",
-            IngestError::Ledger(_) => "ledger",
-            IngestError::Incident(_) => "incident_failed",
-            IngestError::Read => "read_failed",
-        }
-    }
-}
+/// Why ingesting failed (a rejected file is a success: it is quarantined).
+pub use palisade_shared::step::StepError as IngestError;
 
 /// Handles one S3 notification (usually one object).
 pub async fn handle(deps: &Deps<'_>, n: S3Notification) -> Result<(), IngestError> {
@@ -191,7 +149,7 @@ async fn ingest(deps: &Deps<'_>, o: &ObjectRef) -> Result<(), IngestError> {
         .send()
         .await
         .map_err(|e| AwsError::new("s3:GetObject", e))?;
-    let bytes = body.body.collect().await.map_err(|_| IngestError::Read)?.into_bytes();
+    let bytes = body.body.collect().await.map_err(|e| IngestError::Io(format!("could not read the object body: {e}")))?.into_bytes();
     let sha = hex::encode(Sha256::digest(&bytes));
     let file_id = sha[..32].to_owned();
     let file_type = match validate::check(bytes.len() as u64, &bytes, cfg.max_bytes, &cfg.allowed) {
