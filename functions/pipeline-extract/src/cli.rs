@@ -180,7 +180,15 @@ mod tests {
 
     #[test]
     fn bad_usage_exits_2() {
-        for a in [&[][..], &["text"], &["text", "a", "b"], &["quote"], &["bench"], &["bench", "--iterations", "0", "f"], &["frob"]] {
+        for a in [
+            &[][..],
+            &["text"],
+            &["text", "a", "b"],
+            &["quote"],
+            &["bench"],
+            &["bench", "--iterations", "0", "f"],
+            &["frob"],
+        ] {
             assert_eq!(run(&args(a)), ExitCode::from(2), "{a:?}");
         }
     }

@@ -99,21 +99,15 @@ fn bad(field: impl Into<String>, reason: &'static str) -> ExtractError {
 
 fn read_quote(layout: &Layout, pages: &[Page], ls: &[Line<'_>]) -> Result<Quote, ExtractError> {
     let f = &layout.fields;
-    let labels: Vec<&str> = [
-        &f.quote_number,
-        &f.insured_name,
-        &f.line_of_business,
-        &f.effective_date,
-        &f.expiry_date,
-        &f.total_premium,
-    ]
-    .into_iter()
-    .chain(f.currency.as_ref())
-    .flat_map(|r| match r {
-        FieldRule::Label { labels, .. } => labels.iter().map(String::as_str).collect(),
-        _ => Vec::new(),
-    })
-    .collect();
+    let labels: Vec<&str> =
+        [&f.quote_number, &f.insured_name, &f.line_of_business, &f.effective_date, &f.expiry_date, &f.total_premium]
+            .into_iter()
+            .chain(f.currency.as_ref())
+            .flat_map(|r| match r {
+                FieldRule::Label { labels, .. } => labels.iter().map(String::as_str).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
     let get = |name: &str, rule: &FieldRule| field(ls, rule, &labels, name);
 
     let quote_number = get("quote_number", &f.quote_number)?;
@@ -142,8 +136,12 @@ fn read_quote(layout: &Layout, pages: &[Page], ls: &[Line<'_>]) -> Result<Quote,
     let rows = table::read(pages, &layout.table, &layout.numbers)
         .ok_or_else(|| ExtractError::MissingField { field: "coverages".into() })?;
     let col = |field: CoverageField| layout.table.columns.iter().position(|c| c.field == field).unwrap_or(0);
-    let (name_c, limit_c, deductible_c, premium_c) =
-        (col(CoverageField::Name), col(CoverageField::Limit), col(CoverageField::Deductible), col(CoverageField::Premium));
+    let (name_c, limit_c, deductible_c, premium_c) = (
+        col(CoverageField::Name),
+        col(CoverageField::Limit),
+        col(CoverageField::Deductible),
+        col(CoverageField::Premium),
+    );
     let mut coverages = Vec::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
         let cell = |c: usize| row.cells.get(c).map(String::as_str).unwrap_or("");
@@ -298,9 +296,10 @@ fn beside(ls: &[Line<'_>], i: usize, all_labels: &[&str], max_lines: usize) -> O
         })
         .collect();
     // `cands` is in line order (top to bottom); start from the one nearest the label.
-    let (mut lo, _) = cands.iter().enumerate().min_by(|a, b| {
-        (ls[*a.1].y - label.y).abs().total_cmp(&(ls[*b.1].y - label.y).abs())
-    })?;
+    let (mut lo, _) = cands
+        .iter()
+        .enumerate()
+        .min_by(|a, b| (ls[*a.1].y - label.y).abs().total_cmp(&(ls[*b.1].y - label.y).abs()))?;
     if (ls[cands[lo]].y - label.y).abs() > PITCH_LINES * size {
         return None;
     }
@@ -405,7 +404,10 @@ mod tests {
         assert_eq!(got.layout, "A");
         let q = got.quote;
         assert_eq!(q.quote_number, "NWM-2026-244598");
-        assert_eq!(q.insured_name, "Łódzka Spółdzielnia Spożywcze Sp.", "wrapped in the value column, stops at Address:");
+        assert_eq!(
+            q.insured_name, "Łódzka Spółdzielnia Spożywcze Sp.",
+            "wrapped in the value column, stops at Address:"
+        );
         assert_eq!(q.line_of_business, "Commercial Property");
         assert_eq!(q.effective_date.to_string(), "2026-12-21");
         assert_eq!(q.expiry_date.to_string(), "2027-12-21");

@@ -5,11 +5,11 @@ use palisade_shared::batch::RunnerConfig;
 use palisade_shared::config::{BucketName, ConfigError, Env, TopicArn, got};
 use palisade_shared::envelope::{Envelope, TenantId};
 use palisade_shared::error::{AwsError, Class, Classify};
-pub use palisade_shared::step::StepError;
 use palisade_shared::incident::{IncidentReport, Incidents};
 use palisade_shared::ledger::{DynamoLedger, Ledger, LedgerEntry, RecordType};
 use palisade_shared::messages::{FileAccepted, QuoteExtracted};
 use palisade_shared::publish::Publisher;
+pub use palisade_shared::step::StepError;
 use sha2::{Digest, Sha256};
 
 use crate::{ExtractError, Limits, RuleSet};

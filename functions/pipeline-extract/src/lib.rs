@@ -12,8 +12,8 @@
 #![deny(missing_docs)]
 
 pub mod cli;
-pub mod handler;
 mod extract;
+pub mod handler;
 mod lines;
 pub mod money;
 pub mod pdf;

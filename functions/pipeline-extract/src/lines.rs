@@ -102,7 +102,8 @@ fn prefix_len_ci(hay: &str, needle: &str) -> Option<usize> {
 /// Whether two words are the same ignoring case and a trailing colon (header labels).
 pub fn same_word(a: &str, b: &str) -> bool {
     let (a, b) = (a.trim_end_matches(':'), b.trim_end_matches(':'));
-    a.chars().count() == b.chars().count() && a.chars().zip(b.chars()).all(|(x, y)| x.to_lowercase().eq(y.to_lowercase()))
+    a.chars().count() == b.chars().count()
+        && a.chars().zip(b.chars()).all(|(x, y)| x.to_lowercase().eq(y.to_lowercase()))
 }
 
 #[cfg(test)]
@@ -124,7 +125,8 @@ pub(crate) mod tests {
 
     #[test]
     fn words_become_lines() {
-        let ws = [w("Insured:", 100.0, 700.0), w("Bäckerei", 250.0, 700.5), w("Quote", 100.0, 720.0), w("KG", 300.0, 699.8)];
+        let ws =
+            [w("Insured:", 100.0, 700.0), w("Bäckerei", 250.0, 700.5), w("Quote", 100.0, 720.0), w("KG", 300.0, 699.8)];
         let ls = lines(&ws);
         let texts: Vec<_> = ls.iter().map(|l| l.text.as_str()).collect();
         assert_eq!(texts, ["Quote", "Insured: Bäckerei KG"]);

@@ -49,8 +49,7 @@ impl Money {
     /// From whole units and up to two decimal digits, as the document printed them (`units` digits only, `frac`
     /// zero to two digits). The sign is applied by the caller.
     pub fn from_parts(units: &str, frac: &str) -> Result<Self, MoneyError> {
-        if units.is_empty() || !units.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit())
-        {
+        if units.is_empty() || !units.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
             return Err(MoneyError::Syntax);
         }
         if frac.len() > 2 {

@@ -7,6 +7,7 @@
 //! `catch_unwind`. Errors carry fixed reasons only: never document text, never the library's own messages (which can
 //! quote bytes of the file).
 
+use std::collections::HashSet;
 use std::io::Read;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
@@ -181,13 +182,26 @@ pub fn words(bytes: &[u8], limits: &Limits) -> Result<Vec<Page>, PdfError> {
     let mut any = false;
     for index in 0..count {
         check_time(started, limits)?;
-        let spans = guarded("page text", || doc.extract_spans(index))?
+        // (The filtered variant with no filters is the same extraction without the library's per-page cache,
+        // which would clone every character once more and keep them all until the document is dropped.)
+        let chars = guarded("page text", || doc.extract_chars_filtered(index, HashSet::new(), HashSet::new()))?
             .map_err(|e| PdfError::Damaged { stage: "page text", reason: reason(&e) })?;
-        let words = page_words(&spans, index + 1);
+        // The character path is the fast one, but it cannot map glyphs that stand for several characters
+        // (ligatures such as `ff`); the span path can, so pages with unmapped glyphs take it.
+        let glyphs = if chars.iter().any(|c| c.char == '\u{FFFD}') {
+            let config = pdf_oxide::extractors::SpanMergingConfig::default();
+            let spans = guarded("page text", || doc.extract_spans_with_config(index, config))?
+                .map_err(|e| PdfError::Damaged { stage: "page text", reason: reason(&e) })?;
+            glyphs_from_spans(&spans)
+        } else {
+            glyphs_from_chars(&chars)
+        };
+        drop(chars);
+        let words = page_words(glyphs, index + 1);
         for w in &words {
-            budget = budget.checked_sub(w.text.len() + WORD_COST).ok_or(PdfError::TextTooLarge {
-                limit: limits.max_text_bytes,
-            })?;
+            budget = budget
+                .checked_sub(w.text.len() + WORD_COST)
+                .ok_or(PdfError::TextTooLarge { limit: limits.max_text_bytes })?;
         }
         any |= !words.is_empty();
         pages.push(Page { number: index + 1, words });
@@ -456,120 +470,116 @@ fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Spans to words
+// Characters to words
 
-/// A whitespace-free piece of a span, before fragments of one word split across spans are glued back together.
-struct Piece {
-    text: String,
+/// One glyph, reduced to what word building needs.
+struct Glyph {
+    c: char,
     x0: f32,
     x1: f32,
-    y0: f32,
-    y1: f32,
+    y: f32,
+    top: f32,
     size: f32,
-    /// No whitespace before it inside its span: it may continue the previous span's last piece.
-    open_left: bool,
-    /// No whitespace after it inside its span.
-    open_right: bool,
 }
 
-/// Splits spans into words, glues fragments that producers emit as separate spans (kerning splits `V|ALE`), and
-/// orders them by line, then by x.
-fn page_words(spans: &[pdf_oxide::layout::TextSpan], page: usize) -> Vec<Word> {
-    let mut pieces = Vec::new();
+/// Characters more than this many font sizes apart on a line start a new word. Spaces are rarely drawn as
+/// glyphs (producers move the pen instead), so the gap is what separates words; a space is about 0.3 em wide,
+/// kerning moves glyphs by a few hundredths.
+const WORD_GAP: f32 = 0.15;
+
+/// The page's glyphs from the character path, leaving out rotated glyphs (watermarks, margin notes).
+fn glyphs_from_chars(chars: &[pdf_oxide::layout::TextChar]) -> Vec<Glyph> {
+    chars
+        .iter()
+        .filter(|c| c.rotation_degrees.abs() < 1.0 && !c.char.is_control())
+        .filter_map(|c| {
+            let b = &c.bbox;
+            let size = if c.font_size.is_finite() && c.font_size > 0.0 { c.font_size } else { b.height.abs() };
+            let width = if b.width > 0.0 { b.width } else { c.advance_width.max(0.0) };
+            let ok = [b.x, b.y, width, size].iter().all(|v| v.is_finite()) && size > 0.0;
+            ok.then_some(Glyph { c: c.char, x0: b.x, x1: b.x + width, y: b.y, top: b.y + size, size })
+        })
+        .collect()
+}
+
+/// The page's glyphs from the span path: each span's characters placed by the library's per-character widths
+/// (scaled to the span's width), or spread evenly when it has none.
+fn glyphs_from_spans(spans: &[pdf_oxide::layout::TextSpan]) -> Vec<Glyph> {
+    let mut out = Vec::new();
     for s in spans {
-        split_span(s, &mut pieces);
+        let b = &s.bbox;
+        let size = if s.font_size.is_finite() && s.font_size > 0.0 { s.font_size } else { b.height.abs() };
+        if ![b.x, b.y, b.width, size].iter().all(|v| v.is_finite()) || size <= 0.0 {
+            continue;
+        }
+        let chars: Vec<char> = s.text.chars().collect();
+        let n = chars.len();
+        let sum: f32 = s.char_widths.iter().sum();
+        let widths: Vec<f32> = if s.char_widths.len() == n && sum > 0.0 && sum.is_finite() {
+            s.char_widths.iter().map(|w| w.max(0.0) * b.width.max(0.0) / sum).collect()
+        } else {
+            vec![b.width.max(0.0) / n.max(1) as f32; n]
+        };
+        let mut x = b.x;
+        for (c, w) in chars.into_iter().zip(widths) {
+            if !c.is_control() {
+                out.push(Glyph { c, x0: x, x1: x + w, y: b.y, top: b.y + size, size });
+            }
+            x += w;
+        }
     }
-    pieces.sort_by(|a, b| b.y0.total_cmp(&a.y0).then(a.x0.total_cmp(&b.x0)));
-    // Group into lines by baseline, sort each line by x, and glue touching fragments.
-    let mut words = Vec::with_capacity(pieces.len());
-    let mut it = pieces.into_iter().peekable();
+    out
+}
+
+/// Builds words from glyphs: lines by baseline, glyphs by x, a new word at a drawn space or a gap. Fragments that
+/// producers emit separately (kerning splits `V|ALE`) join up because only the gap counts; glyphs drawn twice at
+/// the same place (fake bold) count once.
+fn page_words(mut glyphs: Vec<Glyph>, page: usize) -> Vec<Word> {
+    glyphs.sort_by(|a, b| b.y.total_cmp(&a.y).then(a.x0.total_cmp(&b.x0)));
+    let mut words = Vec::new();
+    let mut it = glyphs.into_iter().peekable();
     while let Some(first) = it.next() {
-        let (base, tol) = (first.y0, first.size.max(1.0) * 0.3);
+        let (base, tol) = (first.y, first.size * 0.3);
         let mut line = vec![first];
-        while let Some(p) = it.next_if(|p| (base - p.y0).abs() <= tol) {
-            line.push(p);
+        while let Some(g) = it.next_if(|g| (base - g.y).abs() <= tol) {
+            line.push(g);
         }
         line.sort_by(|a, b| a.x0.total_cmp(&b.x0));
-        let mut current: Option<Piece> = None;
-        for p in line {
+        let mut current: Option<Word> = None;
+        let mut last: Option<(char, f32)> = None;
+        for g in line {
+            if last.is_some_and(|(c, x)| c == g.c && (g.x0 - x).abs() < 0.1 * g.size) {
+                continue;
+            }
+            last = Some((g.c, g.x0));
+            if g.c.is_whitespace() {
+                words.extend(current.take());
+                continue;
+            }
             match current.as_mut() {
-                Some(c) if c.open_right && p.open_left && glued(c, &p) => {
-                    c.text.push_str(&p.text);
-                    c.x1 = c.x1.max(p.x1);
-                    c.y1 = c.y1.max(p.y1);
-                    c.open_right = p.open_right;
+                Some(w) if g.x0 - w.x1 <= WORD_GAP * g.size.max(w.font_size) => {
+                    w.text.push(g.c);
+                    w.x1 = w.x1.max(g.x1);
+                    w.y1 = w.y1.max(g.top);
+                    w.font_size = w.font_size.max(g.size);
                 }
                 _ => {
-                    if let Some(done) = current.replace(p) {
-                        words.push(word(done, page));
-                    }
+                    words.extend(current.take());
+                    current = Some(Word {
+                        text: g.c.to_string(),
+                        x0: g.x0,
+                        x1: g.x1,
+                        y0: g.y,
+                        y1: g.top,
+                        font_size: g.size,
+                        page,
+                    });
                 }
             }
         }
-        if let Some(done) = current {
-            words.push(word(done, page));
-        }
+        words.extend(current);
     }
     words
-}
-
-fn glued(a: &Piece, b: &Piece) -> bool {
-    let gap = b.x0 - a.x1;
-    let size = a.size.max(b.size).max(1.0);
-    gap < 0.15 * size && gap > -0.6 * size
-}
-
-fn word(p: Piece, page: usize) -> Word {
-    Word { text: p.text, x0: p.x0, x1: p.x1, y0: p.y0, y1: p.y1, font_size: p.size, page }
-}
-
-fn split_span(s: &pdf_oxide::layout::TextSpan, out: &mut Vec<Piece>) {
-    let (x, w) = (s.bbox.x, s.bbox.width);
-    if !(x.is_finite() && w.is_finite() && s.bbox.y.is_finite() && s.bbox.height.is_finite()) {
-        return;
-    }
-    let chars: Vec<char> = s.text.chars().collect();
-    if chars.is_empty() {
-        return;
-    }
-    // Left edge of each character: the library's widths when they fit the span, else an even split.
-    let mut edges = Vec::with_capacity(chars.len() + 1);
-    let widths_sum: f32 = s.char_widths.iter().sum();
-    if s.char_widths.len() == chars.len() && widths_sum > 0.0 && widths_sum.is_finite() {
-        let scale = if w > 0.0 { w / widths_sum } else { 1.0 };
-        let mut at = x;
-        for cw in &s.char_widths {
-            edges.push(at);
-            at += cw.max(0.0) * scale;
-        }
-        edges.push(x + w.max(0.0));
-    } else {
-        let step = w.max(0.0) / chars.len() as f32;
-        edges.extend((0..=chars.len()).map(|i| x + step * i as f32));
-    }
-    let size = if s.font_size.is_finite() && s.font_size > 0.0 { s.font_size } else { s.bbox.height.abs().max(1.0) };
-    let (y0, y1) = (s.bbox.y, s.bbox.y + s.bbox.height.abs().max(size));
-    let mut i = 0;
-    while i < chars.len() {
-        if chars[i].is_whitespace() || chars[i].is_control() {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < chars.len() && !chars[i].is_whitespace() && !chars[i].is_control() {
-            i += 1;
-        }
-        out.push(Piece {
-            text: chars[start..i].iter().collect(),
-            x0: edges[start],
-            x1: edges[i],
-            y0,
-            y1,
-            size,
-            open_left: start == 0,
-            open_right: i == chars.len(),
-        });
-    }
 }
 
 #[cfg(test)]
@@ -596,7 +606,9 @@ mod tests {
 
     #[test]
     fn garbage_after_a_header_is_damaged_not_a_panic() {
-        for junk in [&b"%PDF-1.7\n"[..], b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n", b"%PDF-\xff\xfe\x00trailer"] {
+        for junk in
+            [&b"%PDF-1.7\n"[..], b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n", b"%PDF-\xff\xfe\x00trailer"]
+        {
             match text(junk, &Limits::quote()) {
                 Err(PdfError::Damaged { .. } | PdfError::NoText) => {}
                 other => panic!("{junk:?}: {other:?}"),
@@ -616,7 +628,8 @@ mod tests {
         // GIVEN a stream that inflates to 4 MiB, and one that inflates to 1 KiB
         let big = zlib(&vec![b' '; 4 * 1024 * 1024]);
         let small = zlib(&[b'x'; 1024]);
-        let doc = |s: &[u8]| [&b"%PDF-1.7\n1 0 obj << /Filter /FlateDecode >> stream\n"[..], s, b"\nendstream"].concat();
+        let doc =
+            |s: &[u8]| [&b"%PDF-1.7\n1 0 obj << /Filter /FlateDecode >> stream\n"[..], s, b"\nendstream"].concat();
         let limits = Limits { max_stream_bytes: 1024 * 1024, ..Limits::quote() };
         // THEN only the big one is refused
         assert_eq!(check_streams(&doc(&big), &limits), Err(PdfError::StreamTooLarge { limit: 1024 * 1024 }));
@@ -639,6 +652,46 @@ mod tests {
         assert_eq!(no_text(whole), PdfError::NoText);
     }
 
+    fn g(c: char, x0: f32, y: f32) -> Glyph {
+        Glyph { c, x0, x1: x0 + 6.0, y, top: y + 10.0, size: 10.0 }
+    }
+
+    fn texts(words: &[Word]) -> Vec<&str> {
+        words.iter().map(|w| w.text.as_str()).collect()
+    }
+
+    #[test]
+    fn glyphs_become_words_by_gap() {
+        // "To" kerned together (overlap), a 3 pt gap (a space), a drawn space, fake bold, and a second line.
+        let glyphs = vec![
+            g('T', 100.0, 700.0),
+            g('o', 105.0, 700.2),
+            g('x', 114.0, 700.0),
+            g(' ', 120.0, 700.0),
+            g('y', 121.0, 700.0),
+            g('y', 121.3, 700.0),
+            g('b', 100.0, 688.0),
+        ];
+        let words = page_words(glyphs, 3);
+        assert_eq!(texts(&words), ["To", "x", "y", "b"]);
+        assert_eq!((words[0].x0, words[0].x1, words[0].page), (100.0, 111.0, 3));
+        assert!(words[2].y0 > words[3].y0, "top line first");
+    }
+
+    #[test]
+    fn span_glyphs_follow_the_span_widths() {
+        let span = pdf_oxide::layout::TextSpan {
+            text: "ab c".into(),
+            bbox: pdf_oxide::geometry::Rect::new(10.0, 500.0, 40.0, 10.0),
+            font_size: 10.0,
+            char_widths: vec![1.0, 1.0, 1.0, 1.0],
+            ..Default::default()
+        };
+        let words = page_words(glyphs_from_spans(&[span]), 1);
+        assert_eq!(texts(&words), ["ab", "c"]);
+        assert_eq!((words[0].x0, words[0].x1, words[1].x0, words[1].x1), (10.0, 30.0, 40.0, 50.0));
+    }
+
     #[test]
     fn zlib_headers() {
         assert!(is_zlib_header(&[0x78, 0x9C]));
@@ -647,6 +700,14 @@ mod tests {
         assert!(!is_zlib_header(&[0x78, 0x00]));
         assert!(!is_zlib_header(b"BT"));
         assert!(!is_zlib_header(&[0x78]));
+    }
+
+    #[test]
+    fn a_library_panic_is_contained() {
+        let r: Result<(), _> = guarded("page text", || panic!("document text that must not be printed"));
+        assert_eq!(r, Err(PdfError::Panicked { stage: "page text" }));
+        assert_eq!(guarded("open", || 7), Ok(7));
+        assert!(!IN_LIBRARY.with(|c| c.get()), "the flag is reset after a panic");
     }
 
     #[test]

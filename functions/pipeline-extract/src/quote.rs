@@ -102,9 +102,11 @@ impl ValidationError {
 /// Checks everything a quote must satisfy, reporting every problem at once.
 pub fn validate(q: &Quote) -> Result<(), Vec<ValidationError>> {
     let mut errs = Vec::new();
-    for (field, value) in
-        [("quote_number", &q.quote_number), ("insured_name", &q.insured_name), ("line_of_business", &q.line_of_business)]
-    {
+    for (field, value) in [
+        ("quote_number", &q.quote_number),
+        ("insured_name", &q.insured_name),
+        ("line_of_business", &q.line_of_business),
+    ] {
         if value.trim().is_empty() {
             errs.push(ValidationError::Empty { field: field.to_owned() });
         }

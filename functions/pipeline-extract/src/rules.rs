@@ -816,10 +816,8 @@ fn locate(src: &str, path: &str) -> Option<usize> {
         let (i, indent) = hit?;
         found = Some(i + 1);
         // Flow collections keep the rest of the path on this line.
-        if lines[i].contains('{') || lines[i].contains('[') {
-            if key.is_some() && !lines[i].trim_end().ends_with(':') {
-                return found;
-            }
+        if (lines[i].contains('{') || lines[i].contains('[')) && key.is_some() && !lines[i].trim_end().ends_with(':') {
+            return found;
         }
         from = i;
         parent_indent = indent;
@@ -924,7 +922,10 @@ table:
         assert_eq!(p.field, "fields.expiry-date.pattern");
         assert_eq!(p.line, Some(17));
         assert_eq!(p.message, "must have exactly one capture group (has 0)");
-        assert_eq!(p.to_string(), "rules/T.yaml:17: fields.expiry-date.pattern: must have exactly one capture group (has 0)");
+        assert_eq!(
+            p.to_string(),
+            "rules/T.yaml:17: fields.expiry-date.pattern: must have exactly one capture group (has 0)"
+        );
 
         let p = one(&GOOD.replace("pattern: '^(.+?) to '", "pattern: '^((.+?) to '"));
         assert_eq!(p.field, "fields.effective-date.pattern");
@@ -973,7 +974,8 @@ table:
         let p = one(&GOOD.replace("    - {field: deductible, header: Deductible}\n", ""));
         assert_eq!(p.field, "table.columns");
         assert_eq!(p.message, "needs a column for deductible");
-        let p = problems(&GOOD.replace("{field: deductible, header: Deductible}", "{field: limit, header: Deductible}"));
+        let p =
+            problems(&GOOD.replace("{field: deductible, header: Deductible}", "{field: limit, header: Deductible}"));
         assert_eq!(p[0].field, "table.columns[2].field");
         assert_eq!(p[0].line, Some(26));
         let p = one(&GOOD.replace("anchor: premium", "anchor: name"));
@@ -1027,8 +1029,9 @@ table:
     }
 
     fn fmt(decimal: char, thousands: Option<char>, cur: &[(&str, &str)]) -> NumberFormat {
-        let mut currencies: Vec<(String, String)> = cur.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect();
-        currencies.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        let mut currencies: Vec<(String, String)> =
+            cur.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect();
+        currencies.sort_by_key(|b| std::cmp::Reverse(b.0.len()));
         NumberFormat { decimal, thousands, currencies }
     }
 

@@ -123,7 +123,9 @@ fn match_label(band: &[(usize, &Word)], tokens: &[String], used: &mut [bool]) ->
                             && !cell.contains(&j)
                             && same_word(&c.text, t)
                     })
-                    .min_by(|&a, &b| (band[b].1.y0).total_cmp(&band[a].1.y0).then(band[a].1.x0.total_cmp(&band[b].1.x0)))
+                    .min_by(|&a, &b| {
+                        (band[b].1.y0).total_cmp(&band[a].1.y0).then(band[a].1.x0.total_cmp(&band[b].1.x0))
+                    })
             };
             match right.or_else(below) {
                 Some(j) => {
@@ -189,12 +191,8 @@ fn read_rows(region: &[Line<'_>], cols: &[(f32, f32)], rule: &TableRule, nf: &Nu
     let anchor = &parts[rule.anchor];
     let is_amount = |p: &Part<'_>| p.words.iter().any(|w| w.text.bytes().any(|b| b.is_ascii_digit()));
     let is_currency = |p: &Part<'_>| p.words.iter().all(|w| nf.is_currency(&w.text));
-    let mut groups: Vec<(f32, f32, Vec<usize>)> = anchor
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| is_amount(p))
-        .map(|(k, p)| (p.y, p.y, vec![k]))
-        .collect();
+    let mut groups: Vec<(f32, f32, Vec<usize>)> =
+        anchor.iter().enumerate().filter(|(_, p)| is_amount(p)).map(|(k, p)| (p.y, p.y, vec![k])).collect();
     for (k, p) in anchor.iter().enumerate() {
         if is_amount(p) || !is_currency(p) {
             continue;
@@ -338,7 +336,12 @@ mod tests {
             w("1.467.788,31", 180.0, 431.1),
             w("EUR", 245.0, 431.1),
         ];
-        let rows = read(&[page(1, words)], &rule(["Deckung", "Versicherungssumme", "Selbstbehalt", "Prämie"], "Nettoprämie:"), &eur()).unwrap();
+        let rows = read(
+            &[page(1, words)],
+            &rule(["Deckung", "Versicherungssumme", "Selbstbehalt", "Prämie"], "Nettoprämie:"),
+            &eur(),
+        )
+        .unwrap();
         assert_eq!(
             cells(&rows),
             [
@@ -378,9 +381,12 @@ mod tests {
             w("Subtotal:", 150.0, 520.0),
             w("$4,378.85", 200.0, 520.0),
         ];
-        let rows =
-            read(&[page(1, words)], &rule(["Coverage Part", "Limit of Insurance", "Deductible", "Premium"], "Premium Subtotal:"), &usd())
-                .unwrap();
+        let rows = read(
+            &[page(1, words)],
+            &rule(["Coverage Part", "Limit of Insurance", "Deductible", "Premium"], "Premium Subtotal:"),
+            &usd(),
+        )
+        .unwrap();
         assert_eq!(
             cells(&rows),
             [
@@ -415,7 +421,8 @@ mod tests {
             w("0,00", 350.0, 622.0),
             w("7,00", 430.0, 622.0),
         ];
-        let rows = read(&[page(1, words)], &rule(["Coverage", "Limit", "Deductible", "Premium"], "Net"), &eur()).unwrap();
+        let rows =
+            read(&[page(1, words)], &rule(["Coverage", "Limit", "Deductible", "Premium"], "Net"), &eur()).unwrap();
         assert_eq!(
             cells(&rows),
             [
@@ -443,7 +450,8 @@ mod tests {
             w("0,00", 350.0, 676.0),
             w("6,00", 430.0, 676.0),
         ];
-        let rows = read(&[page(1, words)], &rule(["Coverage", "Limit", "Deductible", "Premium"], "Net"), &eur()).unwrap();
+        let rows =
+            read(&[page(1, words)], &rule(["Coverage", "Limit", "Deductible", "Premium"], "Net"), &eur()).unwrap();
         assert_eq!(cells(&rows), [["Flood", "1,00", "0,00", "5,00"], ["Theft", "2,00", "0,00", "6,00"]]);
     }
 
@@ -452,9 +460,11 @@ mod tests {
         let header = |y: f32| {
             vec![w("Coverage", 110.0, y), w("Limit", 300.0, y), w("Deductible", 350.0, y), w("Premium", 430.0, y)]
         };
-        let row = |name: &str, y: f32| vec![w(name, 110.0, y), w("1,00", 300.0, y), w("0,00", 350.0, y), w("5,00", 430.0, y)];
+        let row =
+            |name: &str, y: f32| vec![w(name, 110.0, y), w("1,00", 300.0, y), w("0,00", 350.0, y), w("5,00", 430.0, y)];
         let p1 = [vec![w("Schedule", 110.0, 760.0)], header(740.0), row("Flood", 720.0), row("Theft", 700.0)].concat();
-        let p2 = [header(780.0), row("Glass", 760.0), vec![w("Net", 107.0, 730.0), w("Premium:", 130.0, 730.0)]].concat();
+        let p2 =
+            [header(780.0), row("Glass", 760.0), vec![w("Net", 107.0, 730.0), w("Premium:", 130.0, 730.0)]].concat();
         let p2_bare = [row("Glass", 760.0), vec![w("Net", 107.0, 730.0), w("Premium:", 130.0, 730.0)]].concat();
         let p3 = [header(780.0), row("Ignored", 760.0)].concat();
         let mut r = rule(["Coverage", "Limit", "Deductible", "Premium"], "Net Premium:");
@@ -497,7 +507,8 @@ mod tests {
             w("5,00", 430.0, 685.0),
             w("Footnote", 110.0, 600.0),
         ];
-        let rows = read(&[page(1, words)], &rule(["Coverage", "Limit", "Deductible", "Premium"], "Net"), &eur()).unwrap();
+        let rows =
+            read(&[page(1, words)], &rule(["Coverage", "Limit", "Deductible", "Premium"], "Net"), &eur()).unwrap();
         assert_eq!(cells(&rows), [["Flood", "1,00", "0,00", "5,00"]]);
     }
 }

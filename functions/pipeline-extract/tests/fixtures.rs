@@ -95,8 +95,8 @@ fn every_fixture_matches_its_json() {
         let stem = pdf.file_stem().and_then(|s| s.to_str()).expect("name").to_owned();
         let mut parts = stem.split('-');
         let (layout, producer) = (parts.next().expect("layout").to_owned(), parts.next().expect("producer").to_owned());
-        let expected: Value =
-            serde_json::from_str(&std::fs::read_to_string(pdf.with_extension("json")).expect("json")).expect("valid json");
+        let expected: Value = serde_json::from_str(&std::fs::read_to_string(pdf.with_extension("json")).expect("json"))
+            .expect("valid json");
 
         // WHEN it is extracted
         let got = extract_quote(&std::fs::read(pdf).expect("pdf"), &rules, &Limits::quote());

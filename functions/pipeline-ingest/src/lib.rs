@@ -149,7 +149,12 @@ async fn ingest(deps: &Deps<'_>, o: &ObjectRef) -> Result<(), IngestError> {
         .send()
         .await
         .map_err(|e| AwsError::new("s3:GetObject", e))?;
-    let bytes = body.body.collect().await.map_err(|e| IngestError::Io(format!("could not read the object body: {e}")))?.into_bytes();
+    let bytes = body
+        .body
+        .collect()
+        .await
+        .map_err(|e| IngestError::Io(format!("could not read the object body: {e}")))?
+        .into_bytes();
     let sha = hex::encode(Sha256::digest(&bytes));
     let file_id = sha[..32].to_owned();
     let file_type = match validate::check(bytes.len() as u64, &bytes, cfg.max_bytes, &cfg.allowed) {
