@@ -427,10 +427,21 @@ async fn undo<A: Action, L: Ledger>(
 
 /// The whole `main` of an enforcement function: configuration, runner, and the shared flow over `action`.
 pub async fn run<A: Action>(action: A, sdk: &SdkConfig) -> Result<(), lambda_runtime::Error> {
+    run_with(|_| Some(action), sdk).await
+}
+
+/// Like [`run`] for an action with settings of its own: `build` reads them from the same environment pass, so
+/// a cold start reports the runner's and the action's missing variables together.
+pub async fn run_with<A: Action>(
+    build: impl FnOnce(&mut Env) -> Option<A>,
+    sdk: &SdkConfig,
+) -> Result<(), lambda_runtime::Error> {
     let mut env = Env::from_process();
     let runner_cfg = RunnerConfig::read(&mut env);
     let violations: Option<TableName> = env.required("PALISADE_VIOLATIONS_TABLE");
+    let action = build(&mut env);
     env.finish()?;
+    let action = got(action, A::NAME)?;
     let runner_cfg = got(runner_cfg, "runner configuration")?;
     let violations = Violations::new(aws_sdk_dynamodb::Client::new(sdk), got(violations, "PALISADE_VIOLATIONS_TABLE")?);
     let runner = Runner::new(runner_cfg, sdk);

@@ -6,7 +6,7 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use palisade_shared::action::{Action, ActionError, Inspection, ResourceRef};
-use palisade_shared::config::{ConfigError, Env, TableName, got};
+use palisade_shared::config::{Env, TableName};
 use palisade_shared::error::AwsError;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -29,16 +29,10 @@ pub struct RevokeExpiredGrant {
 }
 
 impl RevokeExpiredGrant {
-    /// Reads `PALISADE_GRANTS_TABLE` and builds the clients once per cold start.
-    pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
-        let mut env = Env::from_process();
-        let grants = env.required("PALISADE_GRANTS_TABLE");
-        env.finish()?;
-        Ok(Self {
-            iam: aws_sdk_iam::Client::new(sdk),
-            db: aws_sdk_dynamodb::Client::new(sdk),
-            grants: got(grants, "PALISADE_GRANTS_TABLE")?,
-        })
+    /// Reads `PALISADE_GRANTS_TABLE` into `env`'s pass (see `action::run_with`) and builds the clients.
+    pub fn configure(sdk: &aws_config::SdkConfig, env: &mut Env) -> Option<Self> {
+        let grants: Option<TableName> = env.required("PALISADE_GRANTS_TABLE");
+        Some(Self { iam: aws_sdk_iam::Client::new(sdk), db: aws_sdk_dynamodb::Client::new(sdk), grants: grants? })
     }
 
     async fn set_status(&self, id: &str, status: &str) -> Result<(), ActionError> {
