@@ -51,7 +51,8 @@ def alerts(stack):
     sns.subscribe(TopicArn=stack.stacks["compliance"].physical["AlertsTopic"], Protocol="sqs", Endpoint=arn)
 
     class Watch:
-        seen = []
+        def __init__(self):
+            self.seen = []  # per test: alerts already drained from the queue
 
         def find(self, pred, timeout=30):
             def look():
