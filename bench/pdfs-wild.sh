@@ -16,6 +16,5 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/palisade/target}
 echo "building pipeline-extract (release)..." >&2
 cargo build --release --quiet -p pipeline-extract --manifest-path "$root/Cargo.toml"
 bin="$CARGO_TARGET_DIR/release/pipeline-extract"
-[ -x "$bin" ] || bin="$CARGO_TARGET_DIR/release/pdftext"   # until the Lambda's main.rs exists
 echo "checking $bin text FILE against $corpus" >&2
 exec "$corpus/check.sh" "$@" -- "$bin" text

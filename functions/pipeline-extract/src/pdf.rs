@@ -6,6 +6,10 @@
 //! memory we do not have), pages and output are bounded, and every call into the library runs under
 //! `catch_unwind`. Errors carry fixed reasons only: never document text, never the library's own messages (which can
 //! quote bytes of the file).
+//!
+//! Words come from the library's character path (positions of every glyph; about twice as fast as its span path),
+//! except on pages where some glyph has no single-character mapping (ligatures such as `ff` come out as U+FFFD
+//! there): those pages take the span path, which maps them.
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -251,6 +255,13 @@ pub fn text(bytes: &[u8], limits: &Limits) -> Result<String, PdfError> {
     Ok(out)
 }
 
+/// Makes [`text`] print U+FFFD for glyphs the document gives no Unicode for, instead of dropping them, so a page
+/// whose glyphs are all unmapped shows that it has text. Process-wide (the library keeps one flag); the `text`
+/// command sets it, quote extraction does not need it.
+pub fn show_unmapped_glyphs() {
+    pdf_oxide::extractors::text::set_preserve_unmapped_glyphs(true);
+}
+
 /// Whether `%PDF-` occurs in the first 1024 bytes, as the specification allows.
 pub fn has_pdf_header(bytes: &[u8]) -> bool {
     bytes[..bytes.len().min(1024)].windows(5).any(|w| w == b"%PDF-")
@@ -403,6 +414,13 @@ fn reason(e: &pdf_oxide::Error) -> &'static str {
 /// data until decrypted, so they pass here; the library's own per-stream cap (256 MB, or
 /// `PDF_OXIDE_MAX_DECOMPRESS_MB`) still bounds them.
 fn check_streams(bytes: &[u8], limits: &Limits) -> Result<(), PdfError> {
+    // Deflate cannot expand data more than 1032 times, so a file too small to reach the limits even if it were
+    // one stream (most quotes: under 64 KB for a 64 MiB limit) needs no inflating. The bound is the file's size,
+    // not the streams' declared lengths, which the file could misstate.
+    let bound = bytes.len() as u64 * MAX_DEFLATE_RATIO;
+    if bound <= limits.max_stream_bytes && bound <= limits.max_inflated_bytes {
+        return Ok(());
+    }
     let mut total: u64 = 0;
     let mut at = 0;
     let mut buf = vec![0u8; 64 * 1024];
@@ -440,6 +458,9 @@ fn check_streams(bytes: &[u8], limits: &Limits) -> Result<(), PdfError> {
     }
     Ok(())
 }
+
+/// The most deflate can expand its input (RFC 1951: a 258-byte match in about two bits, plus block overhead).
+const MAX_DEFLATE_RATIO: u64 = 1032 + 8;
 
 fn is_zlib_header(d: &[u8]) -> bool {
     match d {

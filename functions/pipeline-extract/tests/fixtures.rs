@@ -12,7 +12,9 @@ use pipeline_extract::{ExtractError, Limits, PdfError, RuleSet, extract_quote};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+    // At run time: a test binary built for another checkout sharing the target directory must read this one's.
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    Path::new(&dir).join("../../tests/fixtures")
 }
 
 /// `(field path, expected, got)` for every field that differs; `got` is `None` when missing.
