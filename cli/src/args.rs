@@ -123,6 +123,18 @@ pub enum Command {
     /// List, add or expire exceptions in the stack's config bucket (policies/exceptions.yaml).
     #[command(subcommand)]
     Exceptions(ExceptionsCmd),
+    /// Print a short-lived (presigned) URL of the compliance dashboard, which lives in a private bucket.
+    DashboardUrl {
+        /// How long the link works (1m to 12h).
+        #[arg(long, default_value = "15m", value_parser = crate::dashboard::expiry)]
+        expires: std::time::Duration,
+        /// Link to the same data as JSON (data.json) instead of the page.
+        #[arg(long)]
+        data: bool,
+        /// The stack.
+        #[command(flatten)]
+        stack: StackArg,
+    },
     /// Move every message of a function's dead-letter queue back to its queue.
     Redrive {
         /// The function's crate name, e.g. `enforce-stop-instance` or `pipeline-ingest`.
@@ -130,6 +142,32 @@ pub enum Command {
         /// The stack.
         #[command(flatten)]
         stack: StackArg,
+    },
+    /// Reproduce an incident: run the function's own binary here against the input the incident kept.
+    ///
+    /// The input is the record kept in the function's dead-letter queue (found by the incident's source id, never
+    /// deleted while searching), a file quarantined by pipeline-extract, or a scheduled event rebuilt from its
+    /// time. The binary runs with the deployed function's environment (lambda:GetFunctionConfiguration) and this
+    /// shell's AWS credentials, region and endpoint, served one event by a local Lambda Runtime API. It runs in
+    /// replay mode: a failure is only reported (no DLQ copy, no quarantine, no new incident) and the command exits
+    /// 1 with the function's error class, code and summary. If the input goes through (after a fix), its effects
+    /// are real: the DLQ message is deleted and the incident's outcome becomes `replayed`; exit 0.
+    ///
+    /// The binary must be a host build (`cargo build -p <crate>`), not the arm64 Lambda artifact from `sam build`.
+    #[command(verbatim_doc_comment)]
+    Replay {
+        /// The incident's ledger id (`incident-...`), as the alert names it.
+        incident_id: String,
+        /// Where the function binaries are (default: beside this executable, then `$CARGO_TARGET_DIR/debug`).
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<std::path::PathBuf>,
+        /// Print the outcome as JSON on stdout (the function's log still goes to stderr).
+        #[arg(long)]
+        json: bool,
+        /// The stack whose ledger holds the incident (a pipeline's are in its tenant's stack). Without it, every
+        /// stack with a ledger is searched, so the command an alert prints works as it is.
+        #[arg(long, value_name = "NAME")]
+        stack: Option<String>,
     },
 }
 
@@ -371,6 +409,24 @@ mod tests {
             let err = parse(args).expect_err(&format!("{args:?} should fail"));
             assert!(err.to_string().contains(needle), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn replay_takes_an_incident_and_an_optional_stack() {
+        // GIVEN the command an alert prints, and one naming the stack and a binary folder
+        let Command::Replay { incident_id, stack, bin_dir, json } = parse(&["replay", "incident-1"]).unwrap().command
+        else {
+            panic!("not replay")
+        };
+        // THEN the stack is left to the search, and the options are as given
+        assert_eq!((incident_id.as_str(), stack, bin_dir, json), ("incident-1", None, None, false));
+        let Command::Replay { stack, bin_dir, json, .. } =
+            parse(&["replay", "incident-1", "--stack", "s", "--bin-dir", "/b", "--json"]).unwrap().command
+        else {
+            panic!("not replay")
+        };
+        assert_eq!((stack.as_deref(), bin_dir.as_deref(), json), (Some("s"), Some(std::path::Path::new("/b")), true));
+        assert!(parse(&["replay"]).unwrap_err().to_string().contains("INCIDENT_ID"));
     }
 
     #[test]

@@ -8,9 +8,11 @@
 
 pub mod args;
 pub mod compliance;
+pub mod dashboard;
 pub mod exceptions;
 pub mod grants;
 pub mod redrive;
+pub mod replay;
 pub mod stack;
 pub mod table;
 pub mod validate;
@@ -49,6 +51,11 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Validate(args::Validate::Policies { file, exceptions }) => {
             validate_files(&file, exceptions.as_deref())
         }
+        // its own exit code: 1 when the failure is reproduced
+        Command::Replay { incident_id, bin_dir, json, stack } => {
+            let bin_dir = bin_dir.as_deref();
+            replay::run(replay::ReplayArgs { incident_id: &incident_id, stack: stack.as_deref(), bin_dir, json }).await
+        }
         aws => run_aws(aws).await.map(|()| 0),
     }
 }
@@ -57,7 +64,7 @@ async fn run_aws(command: Command) -> Result<(), CliError> {
     let sdk = palisade_shared::aws::sdk_config().await;
     let clients = Clients::new(&sdk);
     match command {
-        Command::Validate(_) => Ok(()), // handled by `run`, without AWS
+        Command::Validate(_) | Command::Replay { .. } => Ok(()), // handled by `run`
         Command::Violations { state, json, stack } => {
             compliance::violations(&clients, &stack.stack, state.map(Into::into), json).await
         }
@@ -97,6 +104,7 @@ async fn run_aws(command: Command) -> Result<(), CliError> {
             }
         },
         Command::Redrive { function, stack } => redrive::redrive(&clients, &stack.stack, &function).await,
+        Command::DashboardUrl { expires, data, stack } => dashboard::url(&clients, &stack.stack, expires, data).await,
     }
 }
 

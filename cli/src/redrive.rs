@@ -37,7 +37,7 @@ pub async fn redrive(c: &Clients, stack: &str, function: &str) -> Result<(), Cli
                 SendMessageBatchRequestEntry::builder()
                     .id(format!("m{i}"))
                     .message_body(m.body.clone().unwrap_or_default())
-                    .set_message_attributes(m.message_attributes.clone())
+                    .set_message_attributes(original_attributes(m.message_attributes.as_ref()))
                     .build()
                     .map_err(|e| CliError::Other(e.to_string()))?,
             );
@@ -83,4 +83,15 @@ pub async fn redrive(c: &Clients, stack: &str, function: &str) -> Result<(), Cli
     }
     println!("moved {moved} message(s) from {stack}-{function}-dlq to {stack}-{function}");
     Ok(())
+}
+
+/// The message's own attributes, without the `palisade-*` ones the runner added when it gave up on it: a redriven
+/// message is a fresh attempt, and if it later fails by crashing, the alert function must see it as one it has
+/// no incident for.
+fn original_attributes(
+    attrs: Option<&std::collections::HashMap<String, aws_sdk_sqs::types::MessageAttributeValue>>,
+) -> Option<std::collections::HashMap<String, aws_sdk_sqs::types::MessageAttributeValue>> {
+    let kept: std::collections::HashMap<_, _> =
+        attrs?.iter().filter(|(k, _)| !k.starts_with("palisade-")).map(|(k, v)| (k.clone(), v.clone())).collect();
+    (!kept.is_empty()).then_some(kept)
 }

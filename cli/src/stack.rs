@@ -64,3 +64,33 @@ impl Stack {
         })
     }
 }
+
+/// The names of every stack that exists now (created or updated, not deleted or failed), for commands that
+/// search stacks when none is named.
+pub async fn live_stacks(cfn: &aws_sdk_cloudformation::Client) -> Result<Vec<String>, CliError> {
+    use aws_sdk_cloudformation::types::StackStatus;
+    let live = [
+        StackStatus::CreateComplete,
+        StackStatus::UpdateComplete,
+        StackStatus::UpdateRollbackComplete,
+        StackStatus::ImportComplete,
+    ];
+    let mut names = Vec::new();
+    let mut token = None;
+    loop {
+        let out = cfn
+            .list_stacks()
+            .set_stack_status_filter(Some(live.to_vec()))
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| AwsError::new("cloudformation:ListStacks", e))?;
+        names.extend(out.stack_summaries.unwrap_or_default().into_iter().filter_map(|s| s.stack_name));
+        token = out.next_token;
+        if token.is_none() {
+            break;
+        }
+    }
+    names.sort();
+    Ok(names)
+}

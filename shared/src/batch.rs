@@ -4,8 +4,9 @@
 //! handler inside its own span, with panics caught per record. Only transient failures are returned as
 //! `batchItemFailures`, so SQS retries exactly those (and its redrive policy moves them to the dead-letter queue
 //! when retries run out). A permanent failure is never retried blindly: the runner keeps the record in the
-//! dead-letter queue, records an incident and publishes an alert, and only then counts the record as done; if
-//! keeping it fails, the record stays in its queue. Nothing is lost either way.
+//! dead-letter queue, records an incident and announces it on the failures topic (the `alert` function turns it
+//! into one notification), and only then counts the record as done; if keeping it fails, the record stays in its
+//! queue. Nothing is lost either way.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,6 +28,7 @@ use crate::incident::{DeadLetter, FailureSink, IncidentReport, Incidents, Reject
 use crate::ledger::DynamoLedger;
 use crate::metrics::{Metrics, Unit};
 use crate::publish::Publisher;
+use crate::replay::{BatchOutput, ReplayOutput};
 
 /// What every SQS-driven function needs from its environment.
 #[derive(Clone, Debug)]
@@ -35,8 +37,9 @@ pub struct RunnerConfig {
     pub function: String,
     /// `PALISADE_DLQ_URL`: where rejected records are kept.
     pub dlq: QueueUrl,
-    /// `PALISADE_ALERTS_TOPIC_ARN`: where incidents are announced.
-    pub alerts: TopicArn,
+    /// `PALISADE_FAILURES_TOPIC_ARN`: where incidents are announced (the stack's failures topic, read by the
+    /// `alert` function; for the `alert` function itself, the alerts topic).
+    pub failures: TopicArn,
     /// `PALISADE_LEDGER_TABLE`: the action ledger (incidents included).
     pub ledger_table: TableName,
     /// `PALISADE_IDEMPOTENCY_TABLE`.
@@ -49,6 +52,10 @@ pub struct RunnerConfig {
     /// failure is kept and reported like a permanent one, so exhausted retries raise an incident at once instead of
     /// moving silently to the dead-letter queue. 0 (unset) leaves it to the redrive policy alone.
     pub max_receive_count: u32,
+    /// `PALISADE_REPLAY` (`1`/`true`): set only by `palisade replay`. A rejected record is reported on the output
+    /// instead of being kept in the DLQ with an incident, and a transient failure is reported too, since there is
+    /// no retry to wait for (see [`crate::replay`]).
+    pub replay: bool,
 }
 
 impl RunnerConfig {
@@ -56,21 +63,23 @@ impl RunnerConfig {
     pub fn read(env: &mut Env) -> Option<Self> {
         let function: Option<String> = env.required("AWS_LAMBDA_FUNCTION_NAME");
         let dlq = env.required("PALISADE_DLQ_URL");
-        let alerts = env.required("PALISADE_ALERTS_TOPIC_ARN");
+        let failures = env.required("PALISADE_FAILURES_TOPIC_ARN");
         let ledger_table = env.required("PALISADE_LEDGER_TABLE");
         let idempotency_table = env.required("PALISADE_IDEMPOTENCY_TABLE");
         let concurrency = env.optional("PALISADE_BATCH_CONCURRENCY", 4usize).clamp(1, 64);
         let idempotency_ttl = env.secs("PALISADE_IDEMPOTENCY_TTL_SECS", Duration::from_secs(86_400));
         let max_receive_count = env.optional("PALISADE_MAX_RECEIVE_COUNT", 0u32);
+        let replay = matches!(env.optional(crate::replay::ENV, String::new()).as_str(), "1" | "true");
         Some(Self {
             function: function?,
             dlq: dlq?,
-            alerts: alerts?,
+            failures: failures?,
             ledger_table: ledger_table?,
             idempotency_table: idempotency_table?,
             concurrency,
             idempotency_ttl,
             max_receive_count,
+            replay,
         })
     }
 }
@@ -114,9 +123,12 @@ impl Runner {
         let db = aws_sdk_dynamodb::Client::new(sdk);
         let ledger = DynamoLedger::new(db.clone(), cfg.ledger_table.clone());
         let publisher = Publisher::new(aws_sdk_sns::Client::new(sdk));
-        let incidents = Incidents::new(cfg.function.clone(), ledger, publisher, cfg.alerts.clone());
+        let incidents = Incidents::new(cfg.function.clone(), ledger, publisher, cfg.failures.clone());
         let sink = DeadLetter::new(aws_sdk_sqs::Client::new(sdk), cfg.dlq.clone(), incidents);
         let store = DynamoIdempotency::new(db, cfg.idempotency_table.clone());
+        if cfg.replay {
+            crate::replay::enable();
+        }
         Self { cfg, store, sink }
     }
 
@@ -146,17 +158,32 @@ impl Runner {
         lambda_runtime::run(service_fn(move |ev: LambdaEvent<SqsEvent>| {
             let handler = handler.clone();
             async move {
-                let (resp, _) =
-                    process_batch(&self.cfg, &self.store, &self.sink, ev.payload, ev.context.deadline(), &handler)
-                        .await;
+                let deadline = ev.context.deadline();
+                let out = if self.cfg.replay {
+                    let sink = crate::replay::ReplaySink;
+                    let (response, t) =
+                        process_batch(&self.cfg, &self.store, &sink, ev.payload, deadline, &handler).await;
+                    let replay = ReplayOutput {
+                        reported: crate::replay::take(),
+                        done: t.done,
+                        duplicate: t.duplicate,
+                        rejected: t.rejected,
+                        retried: t.retried,
+                    };
+                    BatchOutput { response, replay: Some(replay) }
+                } else {
+                    let (response, _) =
+                        process_batch(&self.cfg, &self.store, &self.sink, ev.payload, deadline, &handler).await;
+                    BatchOutput { response, replay: None }
+                };
                 crate::telemetry::mark_warm();
-                Ok::<_, Infallible>(resp)
+                Ok::<_, Infallible>(out)
             }
         }))
         .await
     }
 
-    /// Serves scheduled (EventBridge) or direct invocations. A failure raises an incident and an alert and is
+    /// Serves scheduled (EventBridge) or direct invocations. A failure raises an incident at once and is
     /// returned to Lambda as an error whose type is its class, so Lambda's own retries and on-failure
     /// destinations apply.
     pub async fn run_scheduled<H, Fut, E>(&self, handler: H) -> Result<(), lambda_runtime::Error>
@@ -169,6 +196,7 @@ impl Runner {
             let handler = handler.clone();
             async move {
                 let tick = Tick::from_event(&ev.payload);
+                let scheduled_at = tick.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
                 let request_id = ev.context.request_id.clone();
                 let result = AssertUnwindSafe(handler(tick)).catch_unwind().await;
                 crate::telemetry::mark_warm();
@@ -181,10 +209,12 @@ impl Runner {
                     tenant: None,
                     correlation_id: None,
                     source_id: format!("invocation/{request_id}"),
+                    file: None,
                     class,
                     code: code.to_owned(),
                     summary: summary.clone(),
-                    kept_in: "scheduled invocation (no input to keep)".into(),
+                    // The event is nothing but its time: `palisade replay` rebuilds it from this.
+                    kept_in: format!("{SCHEDULED_PREFIX}{scheduled_at} (no input to keep)"),
                 };
                 if let Err(e) = self.sink.incidents().raise(&report).await {
                     tracing::error!(message = "Could not raise incident.", error = %e);
@@ -195,6 +225,9 @@ impl Runner {
         .await
     }
 }
+
+/// How a scheduled invocation's incident names what it kept: `scheduled event at <RFC 3339 time> (...)`.
+pub const SCHEDULED_PREFIX: &str = "scheduled event at ";
 
 fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
     let what = p
@@ -361,6 +394,8 @@ where
             }
             let last_attempt = cfg.max_receive_count > 0 && attempt_of(r) >= cfg.max_receive_count;
             match e.class() {
+                // A replay has no retry to wait for: report the failure as it is.
+                Class::Transient if cfg.replay => reject(Some(&meta), Class::Transient, e.code(), e.to_string()).await,
                 Class::Transient if last_attempt => {
                     let summary = format!("retries exhausted after {} attempts; last error: {e}", attempt_of(r));
                     reject(Some(&meta), Class::Transient, "retries_exhausted", summary).await
@@ -436,12 +471,13 @@ mod tests {
         RunnerConfig {
             function: "f".into(),
             dlq: "http://localhost/1/dlq".parse().unwrap(),
-            alerts: "arn:aws:sns:eu-west-1:123456789012:alerts".parse().unwrap(),
+            failures: "arn:aws:sns:eu-west-1:123456789012:failures".parse().unwrap(),
             ledger_table: "ledger".parse().unwrap(),
             idempotency_table: "idem".parse().unwrap(),
             concurrency: 3,
             idempotency_ttl: Duration::from_secs(60),
             max_receive_count: 3,
+            replay: false,
         }
     }
 
@@ -551,6 +587,45 @@ mod tests {
         assert!(resp.batch_item_failures.is_empty());
         assert_eq!(tally.rejected, 1);
         assert_eq!(sink.kept.lock().unwrap()[0].1, "retries_exhausted");
+    }
+
+    #[tokio::test]
+    async fn in_replay_mode_a_transient_failure_is_reported_with_its_own_code_not_retried() {
+        // GIVEN a replay (first attempt, so not the last) of a record whose handler fails transiently
+        let (store, sink) = (MemoryIdempotency::default(), Sink::default());
+        let cfg = RunnerConfig { replay: true, ..cfg() };
+        let handler = |_: Envelope<Job>| async { Err::<(), _>(JobError(Class::Transient)) };
+        let deadline = SystemTime::now() + Duration::from_secs(30);
+        // WHEN it runs
+        let records = vec![record("r", via_sns(&job("transient")))];
+        let (resp, tally) = process_batch(&cfg, &store, &sink, batch(records), deadline, &handler).await;
+        // THEN it goes to the sink with the handler's code (the replay sink only reports), and nothing is retried
+        assert!(resp.batch_item_failures.is_empty());
+        assert_eq!(tally.rejected, 1);
+        assert_eq!(sink.kept.lock().unwrap()[0].1, "job_failed");
+    }
+
+    #[test]
+    fn replay_mode_is_read_from_palisade_replay() {
+        let vars = |replay: Option<&str>| {
+            let mut m: HashMap<String, String> = [
+                ("AWS_LAMBDA_FUNCTION_NAME", "f"),
+                ("PALISADE_DLQ_URL", "http://localhost/1/dlq"),
+                ("PALISADE_FAILURES_TOPIC_ARN", "arn:aws:sns:eu-west-1:123456789012:failures"),
+                ("PALISADE_LEDGER_TABLE", "ledger"),
+                ("PALISADE_IDEMPOTENCY_TABLE", "idem"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+            if let Some(r) = replay {
+                m.insert("PALISADE_REPLAY".into(), r.into());
+            }
+            RunnerConfig::read(&mut Env::from_map(m)).unwrap().replay
+        };
+        assert!(!vars(None));
+        assert!(vars(Some("1")) && vars(Some("true")));
+        assert!(!vars(Some("0")));
     }
 
     #[tokio::test]

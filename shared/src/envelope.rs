@@ -19,6 +19,12 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub trait Message: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Stable, dotted name such as `enforce.command`; never changes once shipped.
     const KIND: &'static str;
+
+    /// The file this message is about (`s3://bucket/key`), when it is about one: an incident about the message
+    /// names it, so an operator knows which upload failed without reading the message.
+    fn file(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A tenant (customer or account scope) id: lowercase letters, digits and dashes, 1 to 40 characters, because it

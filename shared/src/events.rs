@@ -21,6 +21,8 @@ pub struct Meta {
     pub correlation_id: Uuid,
     /// The message kind, for logs and incidents.
     pub kind: &'static str,
+    /// The file the record is about (`s3://bucket/key`), when known; named on its incident.
+    pub file: Option<String>,
 }
 
 /// A record type the batch runner can decode from an SQS body (after unwrapping SNS).
@@ -41,6 +43,7 @@ impl<M: Message> Inbound for Envelope<M> {
             tenant: Some(self.tenant.clone()),
             correlation_id: self.correlation_id,
             kind: M::KIND,
+            file: self.payload.file(),
         }
     }
 }
@@ -158,8 +161,37 @@ impl Inbound for S3Notification {
             .collect::<Vec<_>>()
             .join("|");
         let correlation_id = Uuid::new_v5(&Uuid::NAMESPACE_URL, format!("s3://{ident}").as_bytes());
-        Meta { id: correlation_id.to_string(), tenant: None, correlation_id, kind: "s3.object-created" }
+        let file = self.objects.first().map(|o| format!("s3://{}/{}", o.bucket, o.key));
+        Meta { id: correlation_id.to_string(), tenant: None, correlation_id, kind: "s3.object-created", file }
     }
+}
+
+/// What can be learnt from a record body whose type is not known in advance, such as one found in a dead-letter
+/// queue: an envelope's id, tenant, chain and file, or an S3 event's; `None` when the body is neither (the caller
+/// then has only the SQS message id).
+pub fn identify(body: &str) -> Option<Meta> {
+    use crate::envelope::RawEnvelope;
+    use crate::messages::{FileAccepted, QuoteExtracted};
+    let body = unwrap_sns(body).ok()?;
+    if let Ok(raw) = RawEnvelope::decode(&body) {
+        let (kind, file) = match raw.kind.as_str() {
+            FileAccepted::KIND => {
+                (FileAccepted::KIND, raw.clone().into_typed::<FileAccepted>().ok().and_then(|e| e.payload.file()))
+            }
+            QuoteExtracted::KIND => {
+                (QuoteExtracted::KIND, raw.clone().into_typed::<QuoteExtracted>().ok().and_then(|e| e.payload.file()))
+            }
+            _ => ("envelope", None),
+        };
+        return Some(Meta {
+            id: raw.id.to_string(),
+            tenant: Some(raw.tenant),
+            correlation_id: raw.correlation_id,
+            kind,
+            file,
+        });
+    }
+    S3Notification::decode(&body).ok().filter(|n| !n.objects.is_empty()).map(|n| n.meta())
 }
 
 /// A scheduled (EventBridge) invocation.
@@ -247,6 +279,32 @@ mod tests {
         assert_eq!(unwrap_sns("garbage").unwrap(), "garbage");
         let c = r#"{"Type":"SubscriptionConfirmation","Token":"t"}"#;
         assert!(unwrap_sns(c).is_err());
+    }
+
+    #[test]
+    fn identify_reads_envelopes_and_s3_events_of_any_kind() {
+        use crate::envelope::Envelope;
+        use crate::messages::FileAccepted;
+        let accepted = FileAccepted {
+            file_id: "f".into(),
+            bucket: "acme-inbox".into(),
+            key: "incoming/q.pdf".into(),
+            version_id: None,
+            sha256: "00".into(),
+            size: 1,
+            file_type: "pdf".into(),
+        };
+        let env = Envelope::new("acme".parse().unwrap(), accepted);
+        let sns = serde_json::json!({"Type": "Notification", "Message": env.to_json().unwrap()}).to_string();
+        let m = identify(&sns).unwrap();
+        assert_eq!(m.id, env.id.to_string());
+        assert_eq!(m.tenant.as_ref().map(|t| t.as_str()), Some("acme"));
+        assert_eq!(m.correlation_id, env.correlation_id);
+        assert_eq!(m.file.as_deref(), Some("s3://acme-inbox/incoming/q.pdf"));
+        let s3 = identify(S3_EVENT).unwrap();
+        assert_eq!(s3.file.as_deref(), Some("s3://acme-inbox/quotes/Q 1/été.pdf"));
+        assert!(identify("not json").is_none());
+        assert!(identify(r#"{"hello": 1}"#).is_none());
     }
 
     #[test]

@@ -1,6 +1,10 @@
-//! Incidents and alerts: every failure that needs a human is recorded in the ledger and announced on the alerts
-//! topic at once, with what failed, which tenant, where the input is kept and how to replay it; never with the
-//! input itself.
+//! Incidents and alerts: every failure that needs a human is recorded in the ledger and announced at once, with
+//! what failed, which tenant, which file, where the input is kept and how to replay it; never with the input itself.
+//!
+//! Functions announce incidents on their stack's failures topic. The `alert` function reads that topic (and the
+//! stack's CloudWatch alarms, which also notify it) and publishes one notification per incident on the alerts
+//! topic, so a failure reported twice, or redelivered, still reaches a human once. The `alert` function announces
+//! its own incidents on the alerts topic directly, so a failing alert function cannot feed itself.
 
 use std::future::Future;
 
@@ -15,7 +19,8 @@ use crate::error::{AwsError, Class};
 use crate::ledger::{Ledger, LedgerEntry, LedgerError, RecordType};
 use crate::publish::{PublishError, Publisher};
 
-/// The alert published for each incident.
+/// An incident as announced: on the failures topic by the function that failed, and then once on the alerts topic
+/// by the `alert` function.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// Ledger id of the incident; `palisade replay <incident_id>` reproduces it.
@@ -34,14 +39,51 @@ pub struct Alert {
     pub correlation_id: Uuid,
     /// The message id or object that failed.
     pub source_id: String,
+    /// The file concerned (`s3://bucket/key`), when the failed input names one.
+    #[serde(default)]
+    pub file: Option<String>,
     /// Where the input is kept (dead-letter queue URL, quarantine key).
     pub kept_in: String,
     /// The command that replays it.
     pub replay: String,
+    /// All of the above in one line for people (chat, mail); built only from the fields above.
+    #[serde(default)]
+    pub text: String,
 }
 
 impl Message for Alert {
     const KIND: &'static str = "alert.incident";
+}
+
+impl Alert {
+    /// The one-line notification: what failed, for whom, which file, the chain, where the input is and how to
+    /// replay it.
+    pub fn one_line(&self) -> String {
+        let file = self.file.as_deref().map(|f| format!(" File: {f}.")).unwrap_or_default();
+        format!(
+            "{} failed for tenant {} ({} {}): {}.{file} Kept in: {}. Correlation id: {}. Replay: {}. Incident: {}.",
+            self.function,
+            self.tenant,
+            self.error_class.as_str(),
+            self.error_code,
+            self.summary.trim_end_matches('.'),
+            self.kept_in,
+            self.correlation_id,
+            self.replay,
+            self.incident_id,
+        )
+    }
+
+    /// The SNS subject (the mail subject of email subscriptions).
+    pub fn subject(&self) -> String {
+        crate::publish::sns_subject(&format!(
+            "Palisade incident: {} {} ({}) for {}",
+            self.function,
+            self.error_code,
+            self.error_class.as_str(),
+            self.tenant
+        ))
+    }
 }
 
 /// What a caller knows about a failure.
@@ -53,6 +95,8 @@ pub struct IncidentReport {
     pub correlation_id: Option<Uuid>,
     /// The message id or object key that failed; with `code` it identifies the incident.
     pub source_id: String,
+    /// The file concerned (`s3://bucket/key`), when known.
+    pub file: Option<String>,
     /// Retry class of the failure.
     pub class: Class,
     /// Fixed error code.
@@ -77,19 +121,20 @@ pub enum IncidentError {
     Aws(#[from] AwsError),
 }
 
-/// Records incidents and publishes alerts.
+/// Records incidents and announces them.
 #[derive(Clone, Debug)]
 pub struct Incidents<L> {
     function: String,
     ledger: L,
     publisher: Publisher,
-    alerts: TopicArn,
+    topic: TopicArn,
 }
 
 impl<L: Ledger> Incidents<L> {
-    /// For `function`, writing to `ledger` and alerting on `alerts`.
-    pub fn new(function: impl Into<String>, ledger: L, publisher: Publisher, alerts: TopicArn) -> Self {
-        Self { function: function.into(), ledger, publisher, alerts }
+    /// For `function`, writing to `ledger` and announcing on `topic` (the stack's failures topic; the alerts topic
+    /// for the `alert` function itself).
+    pub fn new(function: impl Into<String>, ledger: L, publisher: Publisher, topic: TopicArn) -> Self {
+        Self { function: function.into(), ledger, publisher, topic }
     }
 
     /// The ledger this writes to.
@@ -97,54 +142,84 @@ impl<L: Ledger> Incidents<L> {
         &self.ledger
     }
 
-    /// Records the incident (once per function, source and code) and publishes its alert; returns its id.
-    /// A repeated report re-publishes the alert only if the first attempt did not record it.
+    /// Records the incident (once per function, source and code) and announces it; returns its id. A repeated
+    /// report announces it again (the first announcement may have failed after the record was written); the
+    /// `alert` function turns repeats into one notification.
     pub async fn raise(&self, r: &IncidentReport) -> Result<String, IncidentError> {
-        let id = LedgerEntry::derive_id(RecordType::Incident, &[&self.function, &r.source_id, &r.code]);
+        if crate::replay::active() {
+            // `palisade replay`: report what would be raised; the original incident is already on record.
+            crate::replay::report(crate::replay::Reported {
+                effect: "incident".into(),
+                class: r.class,
+                code: r.code.clone(),
+                summary: r.summary.clone(),
+            });
+            return Ok(LedgerEntry::derive_id(RecordType::Incident, &[&self.function, &r.source_id, &r.code]));
+        }
+        let alert = self.record_for(&self.function, r).await?;
+        let env = Envelope::with_correlation(
+            r.tenant.clone().unwrap_or_else(TenantId::unknown),
+            alert.correlation_id,
+            alert.clone(),
+        );
+        self.publisher.publish_with_subject(&self.topic, &env, Some(&alert.subject())).await?;
+        tracing::warn!(
+            message = "Incident raised.",
+            incident_id = %alert.incident_id,
+            error_class = r.class.as_str(),
+            error_code = %r.code,
+            kept_in = %r.kept_in
+        );
+        Ok(alert.incident_id)
+    }
+
+    /// Records an incident of `function` without announcing it, and returns what to announce. The `alert`
+    /// function uses it for failures no function could report itself (a message SQS moved to a dead-letter queue
+    /// after a crash or a timeout), naming the function that failed rather than itself.
+    pub async fn record_for(&self, function: &str, r: &IncidentReport) -> Result<Alert, IncidentError> {
+        let id = LedgerEntry::derive_id(RecordType::Incident, &[function, &r.source_id, &r.code]);
         let tenant = r.tenant.clone().unwrap_or_else(TenantId::unknown);
         let correlation_id =
             r.correlation_id.unwrap_or_else(|| Uuid::new_v5(&Uuid::NAMESPACE_OID, r.source_id.as_bytes()));
+        let mut details = serde_json::json!({
+            "error_class": r.class.as_str(),
+            "error_code": r.code,
+            "summary": r.summary,
+            "kept_in": r.kept_in,
+        });
+        if let (Some(map), Some(file)) = (details.as_object_mut(), &r.file) {
+            map.insert("file".into(), file.clone().into());
+        }
         let entry = LedgerEntry {
             id: id.clone(),
             record_type: RecordType::Incident,
             at: Utc::now(),
             tenant: tenant.clone(),
-            function: self.function.clone(),
+            function: function.to_owned(),
             action: "incident".into(),
             resource: r.source_id.clone(),
             outcome: "open".into(),
             actor: self.function.clone(),
             correlation_id,
-            details: serde_json::json!({
-                "error_class": r.class.as_str(),
-                "error_code": r.code,
-                "summary": r.summary,
-                "kept_in": r.kept_in,
-            }),
+            details,
         };
         self.ledger.record(&entry).await?;
-        let alert = Alert {
+        let mut alert = Alert {
             incident_id: id.clone(),
-            function: self.function.clone(),
+            function: function.to_owned(),
             tenant: tenant.to_string(),
             error_class: r.class,
             error_code: r.code.clone(),
             summary: r.summary.clone(),
             correlation_id,
             source_id: r.source_id.clone(),
+            file: r.file.clone(),
             kept_in: r.kept_in.clone(),
             replay: format!("palisade replay {id}"),
+            text: String::new(),
         };
-        let env = Envelope::with_correlation(tenant, correlation_id, alert);
-        self.publisher.publish(&self.alerts, &env).await?;
-        tracing::warn!(
-            message = "Incident raised.",
-            incident_id = %id,
-            error_class = r.class.as_str(),
-            error_code = %r.code,
-            kept_in = %r.kept_in
-        );
-        Ok(id)
+        alert.text = alert.one_line();
+        Ok(alert)
     }
 }
 
@@ -218,11 +293,79 @@ impl<L: Ledger> FailureSink for DeadLetter<L> {
             tenant: r.meta.and_then(|m| m.tenant.clone()),
             correlation_id: r.meta.map(|m| m.correlation_id),
             source_id,
+            file: r.meta.and_then(|m| m.file.clone()),
             class: r.class,
             code: r.code.to_owned(),
             summary: r.summary.clone(),
             kept_in: self.dlq.to_string(),
         };
         self.incidents.raise(&report).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::MemoryLedger;
+
+    fn incidents() -> Incidents<MemoryLedger> {
+        // Never called in these tests: record_for only writes the ledger.
+        let sns = aws_sdk_sns::Client::from_conf(
+            aws_sdk_sns::Config::builder()
+                .behavior_version(aws_sdk_sns::config::BehaviorVersion::latest())
+                .region(aws_sdk_sns::config::Region::new("eu-west-1"))
+                .build(),
+        );
+        let topic = "arn:aws:sns:eu-west-1:123456789012:alerts".parse().unwrap();
+        Incidents::new("stack-alert", MemoryLedger::default(), Publisher::new(sns), topic)
+    }
+
+    fn report() -> IncidentReport {
+        IncidentReport {
+            tenant: Some("acme".parse().unwrap()),
+            correlation_id: None,
+            source_id: "m-1".into(),
+            file: Some("s3://acme-inbox/incoming/q.pdf".into()),
+            class: Class::Transient,
+            code: "max_receives_exceeded".into(),
+            summary: "the function crashed".into(),
+            kept_in: "https://sqs/123/stack-pipeline-extract-dlq".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_incident_recorded_for_another_function_names_that_function_once() {
+        let i = incidents();
+        let a = i.record_for("stack-pipeline-extract", &report()).await.unwrap();
+        let again = i.record_for("stack-pipeline-extract", &report()).await.unwrap();
+        assert_eq!(a.incident_id, again.incident_id);
+        assert_eq!(i.ledger().entries.lock().unwrap().len(), 1);
+        let e = i.ledger().get(&a.incident_id).await.unwrap().unwrap();
+        assert_eq!(e.function, "stack-pipeline-extract");
+        assert_eq!(e.actor, "stack-alert");
+        assert_eq!(e.details["file"], "s3://acme-inbox/incoming/q.pdf");
+        assert_eq!(a.function, "stack-pipeline-extract");
+        assert_eq!(a.replay, format!("palisade replay {}", a.incident_id));
+        // the same source and code in another function is another incident
+        assert_ne!(i.record_for("stack-pipeline-deliver", &report()).await.unwrap().incident_id, a.incident_id);
+    }
+
+    #[tokio::test]
+    async fn the_one_line_text_says_what_whom_which_file_where_and_how_to_replay() {
+        let a = incidents().record_for("stack-pipeline-extract", &report()).await.unwrap();
+        let t = &a.text;
+        for part in [
+            "stack-pipeline-extract failed for tenant acme",
+            "transient max_receives_exceeded",
+            "File: s3://acme-inbox/incoming/q.pdf",
+            "Kept in: https://sqs/123/stack-pipeline-extract-dlq",
+            &format!("Correlation id: {}", a.correlation_id),
+            &format!("Replay: palisade replay {}", a.incident_id),
+        ] {
+            assert!(t.contains(part), "{part:?} not in {t:?}");
+        }
+        assert!(!t.contains('\n'));
+        assert!(a.subject().starts_with("Palisade incident: stack-pipeline-extract max_receives_exceeded"));
+        assert!(a.subject().len() <= 100);
     }
 }

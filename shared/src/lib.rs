@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod action;
+pub mod alarm;
 pub mod aws;
 pub mod batch;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod messages;
 pub mod metrics;
 pub mod publish;
 pub mod quarantine;
+pub mod replay;
 pub mod step;
 pub mod telemetry;
 pub mod violations;

@@ -27,6 +27,9 @@ pub struct FileAccepted {
 
 impl Message for FileAccepted {
     const KIND: &'static str = "file.accepted";
+    fn file(&self) -> Option<String> {
+        Some(format!("s3://{}/{}", self.bucket, self.key))
+    }
 }
 
 /// A quote record was extracted and stored (`extract` → `deliver`).
@@ -46,6 +49,9 @@ pub struct QuoteExtracted {
 
 impl Message for QuoteExtracted {
     const KIND: &'static str = "quote.extracted";
+    fn file(&self) -> Option<String> {
+        Some(format!("s3://{}/{}", self.bucket, self.key))
+    }
 }
 
 /// One owner's reminder digest: every violation of theirs that is due a reminder, in one message.

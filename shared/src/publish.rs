@@ -72,12 +72,24 @@ impl Publisher {
 
     /// Publishes one envelope; returns the SNS message id.
     pub async fn publish<M: Message>(&self, topic: &TopicArn, env: &Envelope<M>) -> Result<String, PublishError> {
+        self.publish_with_subject(topic, env, None).await
+    }
+
+    /// Publishes one envelope with an SNS subject, which email subscriptions use as the mail's subject line;
+    /// the subject is cut to what SNS accepts (see [`sns_subject`]).
+    pub async fn publish_with_subject<M: Message>(
+        &self,
+        topic: &TopicArn,
+        env: &Envelope<M>,
+        subject: Option<&str>,
+    ) -> Result<String, PublishError> {
         let body = env.to_json().map_err(|e| PublishError::Build(e.to_string()))?;
         let out = self
             .sns
             .publish()
             .topic_arn(topic.as_str())
             .message(body)
+            .set_subject(subject.map(sns_subject).filter(|s| !s.is_empty()))
             .set_message_attributes(Some(attributes(env)?))
             .send()
             .await
@@ -112,5 +124,27 @@ impl Publisher {
             failed += out.failed.map(|f| f.len()).unwrap_or(0);
         }
         if failed > 0 { Err(PublishError::Partial { failed, total: envs.len() }) } else { Ok(()) }
+    }
+}
+
+/// A subject SNS accepts: printable ASCII without line breaks, at most 100 characters (SNS refuses the whole
+/// publish otherwise, and an alert must never be lost to its subject line).
+pub fn sns_subject(s: &str) -> String {
+    let clean: String = s.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect();
+    let trimmed = clean.trim();
+    if trimmed.len() <= 100 { trimmed.to_owned() } else { format!("{}...", &trimmed[..97]) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sns_subject;
+
+    #[test]
+    fn subjects_are_ascii_single_line_and_short() {
+        assert_eq!(sns_subject("  Palisade: ok  "), "Palisade: ok");
+        assert_eq!(sns_subject("a\nb été"), "a?b ?t?");
+        let long = sns_subject(&"x".repeat(300));
+        assert_eq!(long.len(), 100);
+        assert!(long.ends_with("..."));
     }
 }

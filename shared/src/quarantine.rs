@@ -25,7 +25,8 @@ fn copy_source(bucket: &str, key: &str, version: Option<&str>) -> String {
 }
 
 /// Moves `bucket/key` to `bucket/quarantine/<day>/<name>` with `reason` in its metadata (copy, then delete the
-/// original); returns the `s3://` location it is kept at.
+/// original); returns the `s3://` location it is kept at. In replay mode it moves nothing and returns
+/// [`replay::quarantine_stop`](crate::replay::quarantine_stop), so the handler stops where it made its decision.
 pub async fn move_aside(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
@@ -35,6 +36,16 @@ pub async fn move_aside(
     name: &str,
     reason: &str,
 ) -> Result<String, AwsError> {
+    if crate::replay::active() {
+        // `palisade replay` reproduces the decision without moving the file (or anything after it).
+        crate::replay::report(crate::replay::Reported {
+            effect: "quarantine".into(),
+            class: Class::Permanent,
+            code: reason.to_owned(),
+            summary: format!("the file would be quarantined ({reason})"),
+        });
+        return Err(crate::replay::quarantine_stop(reason));
+    }
     let dest = format!("{PREFIX}{day}/{name}");
     let copied = s3
         .copy_object()

@@ -12,7 +12,9 @@ The rules:
   plus the shared runner's actions (RUNNER_ACTIONS), each on its own resources;
 - a function's topic, queue, dead-letter queue, log group and alarms are named after its crate (the CodeUri folder);
 - every function has an explicit log group with the environment's retention, and alarms on its errors, its throttles
-  and its dead-letter queue's depth that notify the alerts topic.
+  and its dead-letter queue's depth that notify the topic its incidents go to: the stack's failures topic, which only
+  the alert function reads; the alert function's own go to the alerts topic, so it never feeds itself;
+- the alert function may look into exactly the dead-letter queues whose alarms it is told about.
 """
 import copy
 import glob
@@ -50,7 +52,7 @@ ALLOWED_STAR_RESOURCE = {
 }
 
 # What the shared runner (shared/src) calls in every enforce-* function, and which of the function's resources each
-# action may name: its own queue and dead-letter queue, the stack's shared tables and alerts topic, the stack's
+# action may name: its own queue and dead-letter queue, the stack's shared tables and failures topic, the stack's
 # key, its own log group.
 RUNNER_ACTIONS = {
     # the SQS event source, run by Lambda with the function's role
@@ -64,8 +66,8 @@ RUNNER_ACTIONS = {
     "dynamodb:PutItem": "table",
     "dynamodb:UpdateItem": "table",
     "dynamodb:DeleteItem": "table",
-    # incident alerts (publish.rs)
-    "sns:Publish": "alerts",
+    # incidents, announced on the failures topic (incident.rs)
+    "sns:Publish": "failures",
     # the stack's customer-managed key encrypts the queues, topics, tables and environment variables
     "kms:Decrypt": "key",
     "kms:DescribeKey": "key",
@@ -305,7 +307,7 @@ def test_enforce_functions_may_call_exactly_their_crates_permissions_plus_the_ru
             "table": {target(env.get(v)) for v in
                       ("PALISADE_LEDGER_TABLE", "PALISADE_IDEMPOTENCY_TABLE", "PALISADE_VIOLATIONS_TABLE",
                        "PALISADE_GRANTS_TABLE")},
-            "alerts": {target(env.get("PALISADE_ALERTS_TOPIC_ARN"))},
+            "failures": {target(env.get("PALISADE_FAILURES_TOPIC_ARN"))},
             "key": set(resources(cfn, "AWS::KMS::Key")),
             "logs": {log_group},
         }
@@ -375,28 +377,93 @@ def test_every_function_logs_to_its_own_log_group_with_the_environments_retentio
             f"{name} {group}: RetentionInDays is not the Env mapping's LogRetentionDays")
 
 
-def test_every_function_and_dead_letter_queue_has_alarms_that_notify_the_alerts_topic(sam_template):
+def _alarms_watching(cfn, namespace, metric, dim, logical):
+    return [a for a, res in resources(cfn, "AWS::CloudWatch::Alarm").items()
+            if res["Properties"].get("Namespace") == namespace and res["Properties"].get("MetricName") == metric
+            and any(d.get("Name") == dim and target(d.get("Value")) == logical
+                    for d in res["Properties"].get("Dimensions", []))]
+
+
+def _env(cfn, fn):
+    return cfn["Resources"][fn]["Properties"].get("Environment", {}).get("Variables", {})
+
+
+def _dead_letter_queues(cfn, fn):
+    """A function's dead-letter queues: its SQS event sources' redrive targets and its own (asynchronous) one."""
+    dlqs = [dlq_of(cfn, q) for q, _ in sqs_mappings(cfn, fn).values()]
+    own = cfn["Resources"][fn]["Properties"].get("DeadLetterConfig", {}).get("TargetArn")
+    return dlqs + ([target(own)] if target(own) else [])
+
+
+def _alert_function(name, cfn, crates):
+    found = [fn for fn, crate in crates.items() if crate == "alert"]
+    assert len(found) == 1, f"{name}: expected one function of crate `alert`, found {found}"
+    return found[0]
+
+
+def test_every_function_and_dead_letter_queue_has_alarms_that_notify_where_its_incidents_go(sam_template):
     name, cfn, crates = sam_template
     alarms = resources(cfn, "AWS::CloudWatch::Alarm")
-
-    def watching(namespace, metric, dim, logical):
-        return [a for a, res in alarms.items()
-                if res["Properties"].get("Namespace") == namespace and res["Properties"].get("MetricName") == metric
-                and any(d.get("Name") == dim and target(d.get("Value")) == logical
-                        for d in res["Properties"].get("Dimensions", []))]
-
     for fn in crates:
-        env = cfn["Resources"][fn]["Properties"].get("Environment", {}).get("Variables", {})
-        alerts = target(env.get("PALISADE_ALERTS_TOPIC_ARN"))
+        failures = target(_env(cfn, fn).get("PALISADE_FAILURES_TOPIC_ARN"))
+        assert failures, f"{name} {fn}: no PALISADE_FAILURES_TOPIC_ARN"
         wanted = [("AWS/Lambda", "Errors", "FunctionName", fn), ("AWS/Lambda", "Throttles", "FunctionName", fn)]
-        wanted += [("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", dlq_of(cfn, q))
-                   for q, _ in sqs_mappings(cfn, fn).values()]
+        wanted += [("AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", d) for d in _dead_letter_queues(cfn, fn)]
         for namespace, metric, dim, logical in wanted:
-            found = watching(namespace, metric, dim, logical)
+            found = _alarms_watching(cfn, namespace, metric, dim, logical)
             assert found, f"{name} {fn}: no alarm on {namespace} {metric} of {logical}"
             for a in found:
                 actions = [target(x) for x in alarms[a]["Properties"].get("AlarmActions", [])]
-                assert alerts in actions, f"{name} {a}: does not notify the alerts topic {alerts}"
+                assert failures in actions, f"{name} {a}: does not notify {failures}, where {fn}'s incidents go"
+
+
+def test_incidents_and_alarms_reach_the_alert_function_and_it_never_feeds_itself(sam_template):
+    name, cfn, crates = sam_template
+    alert = _alert_function(name, cfn, crates)
+    alerts = target(_env(cfn, alert).get("PALISADE_ALERTS_TOPIC_ARN"))
+    assert alerts and cfn["Resources"][alerts]["Type"] == "AWS::SNS::Topic"
+    assert target(_env(cfn, alert).get("PALISADE_FAILURES_TOPIC_ARN")) == alerts, (
+        f"{name}: the alert function's own incidents must go to the alerts topic, not back into what it reads")
+    (queue, _), = sqs_mappings(cfn, alert).values()
+    read = {target(res["Properties"]["TopicArn"]) for res in resources(cfn, "AWS::SNS::Subscription").values()
+            if target(res["Properties"].get("Endpoint")) == queue}
+    for fn in crates:
+        if fn == alert:
+            continue
+        failures = target(_env(cfn, fn).get("PALISADE_FAILURES_TOPIC_ARN"))
+        assert failures != alerts, f"{name} {fn}: announces incidents on the alerts topic, bypassing the alert function"
+        assert failures in read, f"{name} {fn}: its incidents go to {failures}, which the alert function does not read"
+    # every alarm but the alert function's own notifies a topic the alert function reads
+    own = {a for m in ("Errors", "Throttles") for a in _alarms_watching(cfn, "AWS/Lambda", m, "FunctionName", alert)}
+    own |= {a for d in _dead_letter_queues(cfn, alert)
+            for a in _alarms_watching(cfn, "AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", d)}
+    for a, res in resources(cfn, "AWS::CloudWatch::Alarm").items():
+        actions = {target(x) for x in res["Properties"].get("AlarmActions", [])}
+        if a in own:
+            assert actions == {alerts}, f"{name} {a}: the alert function's alarms notify the alerts topic only"
+        else:
+            assert actions and actions <= read, f"{name} {a}: notifies {sorted(actions)}, not what the alert function reads"
+
+
+def test_the_alert_function_may_look_into_exactly_the_dead_letter_queues_it_hears_about(sam_template):
+    name, cfn, crates = sam_template
+    alert = _alert_function(name, cfn, crates)
+    (queue, _), = sqs_mappings(cfn, alert).values()
+    read = {target(res["Properties"]["TopicArn"]) for res in resources(cfn, "AWS::SNS::Subscription").values()
+            if target(res["Properties"].get("Endpoint")) == queue}
+    heard = set()
+    for res in resources(cfn, "AWS::CloudWatch::Alarm").values():
+        p = res["Properties"]
+        if (p.get("Namespace"), p.get("MetricName")) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible") and \
+                {target(x) for x in p.get("AlarmActions", [])} & read:
+            heard |= {target(d["Value"]) for d in p.get("Dimensions", []) if d.get("Name") == "QueueName"}
+    role = get_att(cfn["Resources"][alert]["Properties"]["Role"])[0]
+    peek = [s for s in role_statements(cfn, role) if "sqs:ChangeMessageVisibility" in listed(s["Action"])]
+    assert len(peek) == 1, f"{name} {role}: expected one statement that peeks dead-letter queues"
+    assert "sqs:DeleteMessage" not in listed(peek[0]["Action"]), f"{name} {role}: peeking must never delete"
+    may = {target(r) for r in listed(peek[0]["Resource"])}
+    assert may == heard, (
+        f"{name} {role}: may peek {sorted(may - {None})}, but alarms announce the dead-letter queues {sorted(heard)}")
 
 
 # ---- the OIDC bootstrap --------------------------------------------------------------------------------------------

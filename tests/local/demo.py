@@ -2,15 +2,17 @@
 import datetime as dt
 import json
 import os
+import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.dirname(__file__))
 
 from boto3.dynamodb.conditions import Key  # noqa: E402
 
-from palisade_local.local import LocalStack  # noqa: E402
+from palisade_local.local import LocalStack, bin_dir  # noqa: E402
 from palisade_local.messages import drain, wait_for  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -87,6 +89,24 @@ def compliance(stack):
     state = ec2.describe_instances(InstanceIds=[inst])["Reservations"][0]["Instances"][0]["State"]["Name"]
     print(f"  moto: instance {inst} is {G}{state}{X}; bucket blocked: "
           f"{all(s3.get_public_access_block(Bucket=bucket)['PublicAccessBlockConfiguration'].values())}")
+    return t
+
+
+def dashboard(stack, at, work):
+    """Renders the dashboard as of the last simulated sweep and prints the operator's short-lived link to it."""
+    say("Compliance dashboard (private bucket, presigned link)")
+    r = stack.lambdas.fire("compliance-dashboard", iso(at + dt.timedelta(minutes=5)))
+    print("  " + ", ".join(f"{k}={v}" for k, v in r["summary"].items() if v not in (None, 0)))
+    cli = os.path.join(bin_dir(), "palisade")
+    out = subprocess.run([cli, "dashboard-url", "--stack", stack.stacks["compliance"].name, "--expires", "1h"],
+                         env={**os.environ, **stack.moto.env()}, capture_output=True, text=True, check=True)
+    url = out.stdout.strip()
+    copy = os.path.join(work, "dashboard.html")
+    with urllib.request.urlopen(url, timeout=10) as page, open(copy, "wb") as f:
+        f.write(page.read())
+    print(f"  palisade dashboard-url --stack {stack.stacks['compliance'].name}:")
+    print(f"  {G}{url}{X}")
+    print(f"  (works while the local stack runs; a copy is at {copy})")
 
 
 def pipeline(stack, receiver):
@@ -129,15 +149,19 @@ def main():
         arn = session.client("secretsmanager").create_secret(Name="palisade/acme/target", SecretString=secret)["ARN"]
         return {"pipeline": {"Tenant": "acme", "Target": receiver.url, "TargetSecretArn": arn}}
 
-    stack = LocalStack(templates=("compliance", "pipeline"), work_dir=work, prepare=prepare)
+    stack = LocalStack(templates=("compliance", "pipeline"), work_dir=work, prepare=prepare,
+                       parameters={"compliance": {"TenantStacks": "palisade-pipeline-acme"}})
     stack.start()
     try:
         for name, s in stack.stacks.items():
             fns = sorted(n.replace(s.name + "-", "") for n in stack.lambdas.functions if n.startswith(s.name + "-"))
             print(f"  stack {s.name}: {len(s.physical)} resources; functions: " + ", ".join(fns))
         pipeline(stack, receiver)
-        compliance(stack)
-        say(f"Done. Function logs: {stack.lambdas.log_dir}")
+        last_sweep = compliance(stack)
+        say(f"Function logs: {stack.lambdas.log_dir}")
+        dashboard(stack, last_sweep, work)
+        if sys.stdin.isatty():
+            input("\nPress Enter to stop the local stack (the dashboard link works until then). ")
     finally:
         stack.stop()
         receiver.stop()

@@ -220,6 +220,7 @@ async fn quarantine(
             tenant: Some(deps.cfg.tenant.clone()),
             correlation_id: Some(msg.correlation_id),
             source_id: format!("s3://{}/{}", f.bucket, f.key),
+            file: Some(format!("s3://{}/{}", f.bucket, f.key)),
             class: Class::Permanent,
             code: code.to_owned(),
             summary: format!("quote not extracted: {summary}"),

@@ -244,6 +244,7 @@ async fn quarantine(
         tenant: Some(deps.cfg.tenant.clone()),
         correlation_id: Some(correlation),
         source_id: s3_uri(&o.bucket, &o.key),
+        file: Some(s3_uri(&o.bucket, &o.key)),
         class: Class::Permanent,
         code: why.code().to_owned(),
         summary: format!("upload quarantined: {why}"),

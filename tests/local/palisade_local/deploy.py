@@ -203,6 +203,16 @@ def fill_gaps(stack):
                 attrs[key] = json.dumps(val) if isinstance(val, dict) else str(val).lower() if isinstance(val, bool) else str(val)
         sns.subscribe(TopicArn=p["TopicArn"], Protocol=p["Protocol"], Endpoint=p["Endpoint"], Attributes=attrs)
         done.append(f"subscribed {logical}")
+    lam = s.client("lambda")
+    for logical in stack.resources("AWS::Lambda::Function"):
+        # CloudFormation stores every environment value as a string (a mapped `3` becomes "3"); moto keeps the
+        # number, which strict clients (the SDK behind `palisade replay`) refuse to read back.
+        name = stack.physical.get(logical)
+        env = lam.get_function_configuration(FunctionName=name).get("Environment", {}).get("Variables", {}) if name else {}
+        if any(not isinstance(v, str) for v in env.values()):
+            strings = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in env.items()}
+            lam.update_function_configuration(FunctionName=name, Environment={"Variables": strings})
+            done.append(f"environment of {logical} as strings")
     for logical, res in stack.resources("AWS::SQS::QueuePolicy").items():
         p = stack.resolve(res["Properties"])
         for q in p["Queues"]:

@@ -8,6 +8,7 @@ import tempfile
 import boto3
 
 from . import deploy
+from .alarms import AlarmEvaluator
 from .lambda_service import LambdaService
 from .moto_server import MotoServer
 
@@ -37,6 +38,7 @@ class LocalStack:
         self.moto = MotoServer(log_path=os.path.join(self.work_dir, "moto.log"))
         self.stacks = {}
         self.lambdas = None
+        self.alarms = None
 
     def start(self):
         self.moto.start()
@@ -54,6 +56,8 @@ class LocalStack:
             name = f"{self.stack_prefix}-{t}" + (f"-{params['Tenant']}" if "Tenant" in params else "")
             self.stacks[t] = deploy.deploy(self.session, os.path.join(ROOT, "infra", f"{t}.yaml"), name, params, bins)
         self.lambdas = LambdaService(self.session, env, self.work_dir).discover().start()
+        # moto keeps the alarms but never evaluates them: dead-letter queue alarms are evaluated here
+        self.alarms = AlarmEvaluator(self.session).start()
         return self
 
     def client(self, service):
@@ -69,6 +73,8 @@ class LocalStack:
         return url
 
     def stop(self):
+        if self.alarms:
+            self.alarms.stop()
         if self.lambdas:
             self.lambdas.stop()
         self.moto.stop()
