@@ -181,6 +181,18 @@ pub enum Validate {
         /// The exceptions file (exceptions.yaml).
         exceptions: Option<std::path::PathBuf>,
     },
+    /// A tenant's configuration (its samconfig.toml section) against infra/pipeline.yaml's parameter rules.
+    Tenant {
+        /// The section, e.g. `test-tenant-acme` (default: every section whose build template is the pipeline's).
+        #[arg(long = "config-env")]
+        config_env: Option<String>,
+        /// The SAM configuration file.
+        #[arg(long, default_value = "samconfig.toml")]
+        samconfig: std::path::PathBuf,
+        /// The pipeline template whose parameters set the rules.
+        #[arg(long, default_value = "infra/pipeline.yaml")]
+        template: std::path::PathBuf,
+    },
 }
 
 /// `palisade exceptions ...`

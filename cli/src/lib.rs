@@ -15,6 +15,7 @@ pub mod redrive;
 pub mod replay;
 pub mod stack;
 pub mod table;
+pub mod tenant;
 pub mod validate;
 
 use std::io::Write;
@@ -50,6 +51,9 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
         // pure: no AWS configuration is loaded, so it runs anywhere (CI, a laptop without credentials)
         Command::Validate(args::Validate::Policies { file, exceptions }) => {
             validate_files(&file, exceptions.as_deref())
+        }
+        Command::Validate(args::Validate::Tenant { config_env, samconfig, template }) => {
+            validate_tenant(&samconfig, &template, config_env.as_deref())
         }
         // its own exit code: 1 when the failure is reproduced
         Command::Replay { incident_id, bin_dir, json, stack } => {
@@ -106,6 +110,21 @@ async fn run_aws(command: Command) -> Result<(), CliError> {
         Command::Redrive { function, stack } => redrive::redrive(&clients, &stack.stack, &function).await,
         Command::DashboardUrl { expires, data, stack } => dashboard::url(&clients, &stack.stack, expires, data).await,
     }
+}
+
+fn validate_tenant(samconfig: &std::path::Path, template: &std::path::Path, env: Option<&str>) -> Result<u8, CliError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).map_err(|e| CliError::Input(format!("cannot read {}: {e}", p.display())))
+    };
+    let (cfg, tpl) = (read(samconfig)?, read(template)?);
+    let (cfg_name, tpl_name) = (samconfig.display().to_string(), template.display().to_string());
+    let report = tenant::validate((&cfg, &cfg_name), (&tpl, &tpl_name), env);
+    print!("{}", report.summary);
+    let mut err = std::io::stderr().lock();
+    for e in &report.errors {
+        let _ = writeln!(err, "{e}");
+    }
+    Ok(report.exit_code())
 }
 
 fn validate_files(file: &std::path::Path, exceptions: Option<&std::path::Path>) -> Result<u8, CliError> {

@@ -58,6 +58,26 @@ def test_validate_reports_every_problem_with_its_line(stack, tmp_path):
     assert "7 policies, valid" in good.stdout
 
 
+def test_validate_tenant_checks_samconfig_against_the_pipeline_template(stack, tmp_path):
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    template = os.path.join(root, "infra", "pipeline.yaml")
+    # GIVEN the shipped samconfig.toml, and a copy whose example tenant has a bad size limit and no target
+    src = open(os.path.join(root, "samconfig.toml")).read()
+    line = next(l for l in src.splitlines() if l.startswith("parameter_overrides") and "Tenant=acme" in l)
+    bad = tmp_path / "samconfig.toml"
+    bad.write_text(src.replace(line, 'parameter_overrides = "Environment=test Tenant=acme MaxFileBytes=-5"'))
+    # WHEN each is validated
+    good = palisade(stack, "validate", "tenant", "--samconfig", os.path.join(root, "samconfig.toml"),
+                    "--template", template)
+    broken = palisade(stack, "validate", "tenant", "--samconfig", str(bad), "--template", template,
+                      "--config-env", "test-tenant-acme", check=False)
+    # THEN the shipped tenant is valid and every problem of the broken one is named with its section and field
+    assert "[test-tenant-acme]: tenant acme, stack palisade-pipeline-acme-test" in good.stdout, good.stdout
+    assert broken.returncode == 1
+    assert "[test-tenant-acme] MaxFileBytes: -5 is not at least 1" in broken.stderr, broken.stderr
+    assert "[test-tenant-acme] Target: is required" in broken.stderr, broken.stderr
+
+
 def test_violations_and_approve(stack):
     # GIVEN an open violation of an approval-gated policy and an enforced one
     open_id, enforced_id = put_violation(stack, "open"), put_violation(stack, "enforced")
