@@ -33,8 +33,16 @@ fn ts(t: &chrono::DateTime<chrono::Utc>) -> String {
 pub async fn violations(c: &Clients, stack: &str, state: Option<Status>, json: bool) -> Result<(), CliError> {
     let store = store(c, stack).await?;
     let mut all: Vec<Violation> = Vec::new();
+    // progress on a terminal only, so piped output and --json stay clean
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     for s in state.map_or(Status::ALL.to_vec(), |s| vec![s]) {
         all.extend(store.in_state(s).await?);
+        if progress {
+            eprint!("\rread {} violation(s), up to state {}   ", all.len(), s.as_str());
+        }
+    }
+    if progress {
+        eprintln!();
     }
     if json {
         return print_json(&all);
