@@ -61,6 +61,17 @@ pub struct ReminderDigest {
     pub owner: String,
     /// The violations, most severe first.
     pub items: Vec<ReminderItem>,
+    /// Which part of this owner's digest this is (1-based): a long list is split so that each message stays well
+    /// under SNS's 256 KiB limit.
+    #[serde(default = "one")]
+    pub part: u32,
+    /// How many parts this owner's digest has.
+    #[serde(default = "one")]
+    pub parts: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// One line of a digest.

@@ -57,6 +57,33 @@ pub struct SweepReport {
     pub waiting: usize,
 }
 
+/// Most violations in one digest message. An item is a few hundred bytes (its summary is one sentence), so a
+/// part stays far below SNS's 256 KiB message limit; a long list (e.g. every untagged resource falls to the
+/// fallback owner) goes out as several parts instead of failing the whole sweep.
+pub const DIGEST_MAX_ITEMS: usize = 100;
+
+/// Part `part` of `parts` of `owner`'s digest.
+pub fn digest_part(owner: &str, items: &[(Violation, u32, &Policy)], part: usize, parts: usize) -> ReminderDigest {
+    ReminderDigest {
+        owner: owner.to_owned(),
+        items: items
+            .iter()
+            .map(|(v, n, p)| ReminderItem {
+                violation_id: v.id.clone(),
+                policy: v.policy.clone(),
+                resource: format!("{} {}", v.resource.kind, v.resource.id),
+                severity: v.severity.clone(),
+                summary: v.summary.clone(),
+                reminder: *n,
+                of: p.reminders,
+                action: p.action.kind.as_str().to_owned(),
+            })
+            .collect(),
+        part: u32::try_from(part).unwrap_or(u32::MAX),
+        parts: u32::try_from(parts).unwrap_or(u32::MAX),
+    }
+}
+
 fn kind_of(v: &Violation) -> ResourceKind {
     v.snapshot
         .get("kind")
@@ -135,35 +162,23 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
             continue;
         }
         items.sort_by_key(|(v, _, _)| (severity_rank(&v.severity), v.first_seen));
-        let digest = ReminderDigest {
-            owner: owner.clone(),
-            items: items
-                .iter()
-                .map(|(v, n, p)| ReminderItem {
-                    violation_id: v.id.clone(),
-                    policy: v.policy.clone(),
-                    resource: format!("{} {}", v.resource.kind, v.resource.id),
-                    severity: v.severity.clone(),
-                    summary: v.summary.clone(),
-                    reminder: *n,
-                    of: p.reminders,
-                    action: p.action.kind.as_str().to_owned(),
-                })
-                .collect(),
-        };
-        deps.publisher.publish(&deps.reminders, &Envelope::new(deps.tenant.clone(), digest)).await?;
-        for (v, n, _) in &items {
-            deps.store
-                .set(
-                    &v.id,
-                    &[
-                        ("reminders_sent", aws_sdk_dynamodb::types::AttributeValue::N(n.to_string())),
-                        ("last_reminder_at", time_value(&now)),
-                        ("next_step", text_value("remind")),
-                    ],
-                    Some(Status::Open),
-                )
-                .await?;
+        let parts = items.len().div_ceil(DIGEST_MAX_ITEMS);
+        for (i, chunk) in items.chunks(DIGEST_MAX_ITEMS).enumerate() {
+            let digest = digest_part(&owner, chunk, i + 1, parts);
+            deps.publisher.publish(&deps.reminders, &Envelope::new(deps.tenant.clone(), digest)).await?;
+            for (v, n, _) in chunk {
+                deps.store
+                    .set(
+                        &v.id,
+                        &[
+                            ("reminders_sent", aws_sdk_dynamodb::types::AttributeValue::N(n.to_string())),
+                            ("last_reminder_at", time_value(&now)),
+                            ("next_step", text_value("remind")),
+                        ],
+                        Some(Status::Open),
+                    )
+                    .await?;
+            }
         }
         deps.store.put_marker(&marker, "marker", &json!({"at": now, "items": items.len()})).await?;
         report.digests += 1;
@@ -227,4 +242,63 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
         awaiting_approval = report.awaiting_approval
     );
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_policy::PolicySet;
+    use palisade_shared::action::ResourceRef;
+
+    #[test]
+    fn a_long_digest_goes_out_in_parts_each_far_below_the_sns_limit() {
+        let set = PolicySet::parse(include_str!("../../../infra/policies/policies.yaml"), "policies.yaml")
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let policy = set.get("ec2-owner-tag").unwrap_or_else(|| panic!("shipped policy"));
+        let t = Utc::now();
+        // GIVEN 1,000 violations for one owner, each with a long summary
+        let items: Vec<(Violation, u32, &Policy)> = (0..1000)
+            .map(|i| {
+                let v = Violation {
+                    id: format!("ec2-owner-tag#i-{i:017}"),
+                    policy: policy.name.clone(),
+                    resource: ResourceRef {
+                        kind: "ec2-instance".into(),
+                        id: format!("i-{i:017}"),
+                        attributes: Default::default(),
+                    },
+                    snapshot: serde_json::Value::Null,
+                    owner: "security@example.com".into(),
+                    severity: "low".into(),
+                    reason: "r".into(),
+                    summary: "x".repeat(400),
+                    state: Status::Open,
+                    first_seen: t,
+                    last_seen: t,
+                    reminders_sent: 0,
+                    last_reminder_at: None,
+                    approved_by: None,
+                    ledger_id: None,
+                    next_step_at: None,
+                    next_step: None,
+                };
+                (v, 1, policy)
+            })
+            .collect();
+        // WHEN it is split as the sweep splits it
+        let parts = items.len().div_ceil(DIGEST_MAX_ITEMS);
+        let digests: Vec<ReminderDigest> = items
+            .chunks(DIGEST_MAX_ITEMS)
+            .enumerate()
+            .map(|(i, c)| digest_part("security@example.com", c, i + 1, parts))
+            .collect();
+        // THEN every violation is in exactly one part, parts are numbered, and each message is far below 256 KiB
+        assert_eq!(digests.len(), 10);
+        assert_eq!(digests.iter().map(|d| d.items.len()).sum::<usize>(), 1000);
+        assert_eq!((digests[9].part, digests[9].parts), (10, 10));
+        for d in &digests {
+            let bytes = serde_json::to_vec(&Envelope::new(TenantId::unknown(), d.clone())).unwrap_or_default().len();
+            assert!(bytes > 1000 && bytes < 128 * 1024, "{bytes} bytes");
+        }
+    }
 }
