@@ -41,7 +41,8 @@ if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null 
   [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
 fi
-{ command -v chromium || command -v chromium-browser || command -v google-chrome; } | xargs -I{} sh -c '{} --version'
+# (Debian's wrapper script prints a shell warning on stderr for --version; the version line is on stdout)
+{ command -v chromium || command -v chromium-browser || command -v google-chrome; } | xargs -I{} sh -c '{} --version 2>/dev/null'
 
 step "end-to-end tests on the local stack"
 PALISADE_BIN_DIR=$CARGO_TARGET_DIR/debug python -m pytest -c tests/pytest.ini -q "$@"
