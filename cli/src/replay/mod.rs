@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
 use palisade_shared::config::TableName;
 use palisade_shared::envelope::Envelope;
 use palisade_shared::error::AwsError;
@@ -483,23 +482,8 @@ async fn find_letter(sqs: &aws_sdk_sqs::Client, dlq: &str, wanted: &Wanted) -> R
 
 /// Makes every message the search looked at visible again, ten at a time.
 async fn release_all(sqs: &aws_sdk_sqs::Client, dlq: &str, handles: &[String]) {
-    for chunk in handles.chunks(10) {
-        let entries: Vec<_> = chunk
-            .iter()
-            .enumerate()
-            .filter_map(|(i, h)| {
-                ChangeMessageVisibilityBatchRequestEntry::builder()
-                    .id(format!("m{i}"))
-                    .receipt_handle(h)
-                    .visibility_timeout(0)
-                    .build()
-                    .ok()
-            })
-            .collect();
-        if let Err(e) = sqs.change_message_visibility_batch().queue_url(dlq).set_entries(Some(entries)).send().await {
-            let e = AwsError::new("sqs:ChangeMessageVisibilityBatch", e);
-            eprintln!("palisade: warning: {} message(s) stay hidden until their visibility timeout: {e}", chunk.len());
-        }
+    for (n, e) in palisade_shared::aws::release_messages(sqs, dlq, handles).await {
+        eprintln!("palisade: warning: {n} message(s) stay hidden until their visibility timeout: {e}");
     }
 }
 

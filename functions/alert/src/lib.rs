@@ -18,7 +18,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry;
 use chrono::{DateTime, Utc};
 use palisade_shared::alarm::{AlarmNotification, AlarmState, Failure};
 use palisade_shared::batch::RunnerConfig;
@@ -449,24 +448,8 @@ async fn peek(sqs: &aws_sdk_sqs::Client, queue: &str) -> Result<(String, Vec<Let
 /// Makes peeked messages visible again at once (a redrive must find them); if this fails they return on their own
 /// after [`PEEK_VISIBILITY_SECS`].
 async fn release(sqs: &aws_sdk_sqs::Client, url: &str, handles: &[String]) {
-    for chunk in handles.chunks(10) {
-        let entries: Vec<_> = chunk
-            .iter()
-            .enumerate()
-            .filter_map(|(i, h)| {
-                ChangeMessageVisibilityBatchRequestEntry::builder()
-                    .id(format!("m{i}"))
-                    .receipt_handle(h)
-                    .visibility_timeout(0)
-                    .build()
-                    .ok()
-            })
-            .collect();
-        let res = sqs.change_message_visibility_batch().queue_url(url).set_entries(Some(entries)).send().await;
-        if let Err(e) = res {
-            let e = AwsError::new("sqs:ChangeMessageVisibilityBatch", e);
-            tracing::warn!(message = "Could not release peeked dead-letter messages; they return shortly.", error = %e);
-        }
+    for (n, e) in palisade_shared::aws::release_messages(sqs, url, handles).await {
+        tracing::warn!(message = "Could not release peeked dead-letter messages; they return shortly.", count = n, error = %e);
     }
 }
 

@@ -12,7 +12,7 @@ pub mod io;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
-use palisade_policy::{Decision, Exceptions, PolicySet, Resource, Scope, ViolationState, decide};
+use palisade_policy::{Decision, Exceptions, PolicySet, Scope, decide};
 use palisade_shared::ledger::LedgerEntry;
 use palisade_shared::violations::{Status, Violation};
 use serde::{Deserialize, Serialize};
@@ -403,18 +403,10 @@ fn step_of(
         return (Step::Enforcing, None);
     }
     let Some(policy) = policy else { return (Step::PolicyRemoved, None) };
-    if let Ok(resource) = serde_json::from_value::<Resource>(v.snapshot.clone())
-        && let Some(ex) = exceptions.exception_for(&policy.name, &resource, now)
-    {
+    if let Some(ex) = compliance_scan::exception_for(v, exceptions, now) {
         return (Step::Excepted, Some(ex.expires_at));
     }
-    let state = ViolationState {
-        first_seen: v.first_seen,
-        reminders_sent: v.reminders_sent,
-        last_reminder_at: v.last_reminder_at,
-        approved_by: v.approved_by.clone(),
-    };
-    match decide(policy, &state, now) {
+    match decide(policy, &compliance_scan::ladder_state(v), now) {
         Decision::Remind { .. } => (Step::Reminder, None),
         Decision::Wait { until } if v.reminders_sent < policy.reminders => (Step::Reminder, Some(until)),
         Decision::Wait { until } => (Step::Enforcement, Some(until)),

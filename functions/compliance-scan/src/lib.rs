@@ -107,6 +107,28 @@ pub async fn load_policies(
     Ok((policies, exceptions))
 }
 
+/// A stored violation as the escalation ladder sees it; the sweep decides with it and the dashboard predicts
+/// with it, so both read the same fields.
+pub fn ladder_state(v: &Violation) -> palisade_policy::ViolationState {
+    palisade_policy::ViolationState {
+        first_seen: v.first_seen,
+        reminders_sent: v.reminders_sent,
+        last_reminder_at: v.last_reminder_at,
+        approved_by: v.approved_by.clone(),
+    }
+}
+
+/// The exception that covers a stored violation at `now`, matched against the scan's snapshot of its resource
+/// (tags included, for tag-scoped exceptions).
+pub fn exception_for<'a>(
+    v: &Violation,
+    exceptions: &'a Exceptions,
+    now: DateTime<Utc>,
+) -> Option<&'a palisade_policy::Exception> {
+    let resource = serde_json::from_value::<Resource>(v.snapshot.clone()).ok()?;
+    exceptions.exception_for(&v.policy, &resource, now)
+}
+
 /// How enforcement addresses a scanned resource.
 pub fn resource_ref(r: &Resource) -> ResourceRef {
     let mut attributes = serde_json::Map::new();

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use compliance_scan::{ComplianceError, LAST_SCAN, load_policies};
-use palisade_policy::{Decision, Policy, ResourceKind, ViolationState, decide, digest_due};
+use palisade_policy::{Decision, Policy, ResourceKind, decide, digest_due};
 use palisade_shared::action::{ActionCommand, EnforceRequest, Mode};
 use palisade_shared::config::{BucketName, TopicArn};
 use palisade_shared::envelope::{Envelope, TenantId};
@@ -115,9 +115,7 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
             tracing::warn!(message = "Violation of a policy that no longer exists; left alone.", violation_id = %v.id);
             continue;
         };
-        if let Ok(resource) = serde_json::from_value::<palisade_policy::Resource>(v.snapshot.clone())
-            && let Some(ex) = exceptions.exception_for(&policy.name, &resource, now)
-        {
+        if let Some(ex) = compliance_scan::exception_for(&v, &exceptions, now) {
             report.excepted += 1;
             deps.store
                 .set(
@@ -128,13 +126,7 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
                 .await?;
             continue;
         }
-        let state = ViolationState {
-            first_seen: v.first_seen,
-            reminders_sent: v.reminders_sent,
-            last_reminder_at: v.last_reminder_at,
-            approved_by: v.approved_by.clone(),
-        };
-        match decide(policy, &state, now) {
+        match decide(policy, &compliance_scan::ladder_state(&v), now) {
             Decision::Remind { number } => digests.entry(v.owner.clone()).or_default().push((v, number, policy)),
             Decision::Enforce { dry_run } => due.push((v, policy, dry_run)),
             Decision::AwaitApproval => {
