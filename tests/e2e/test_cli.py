@@ -223,3 +223,18 @@ def test_exceptions_list_add_expire(stack):
     rows = palisade(stack, "exceptions", "list").stdout.splitlines()
     assert "active" in rows[1] and "expired" in rows[2], rows
     assert palisade(stack, "exceptions", "expire", "9", check=False).returncode == 1
+
+
+def test_dashboard_url_refuses_bad_input_clearly(stack):
+    # GIVEN no dashboard page in the bucket yet (the dashboard test renders it later)
+    bucket = stack.stacks["compliance"].physical["DashboardBucket"]
+    stack.client("s3").delete_object(Bucket=bucket, Key="dashboard/index.html")
+    # WHEN an operator asks for its link, too long a link, or the link of a stack without a dashboard
+    missing = palisade(stack, "dashboard-url", "--stack", STACK, check=False)
+    too_long = palisade(stack, "dashboard-url", "--stack", STACK, "--expires", "13h", check=False)
+    wrong = palisade(stack, "dashboard-url", "--stack", stack.stacks["pipeline"].name, check=False)
+    # THEN each fails with a reason, and no link is printed
+    assert missing.returncode == 1 and "has not been generated yet" in missing.stderr, missing.stderr
+    assert too_long.returncode == 2 and "between 1m and 12h" in too_long.stderr, too_long.stderr
+    assert wrong.returncode == 1 and "DashboardBucket" in wrong.stderr, wrong.stderr
+    assert missing.stdout == too_long.stdout == wrong.stdout == ""
