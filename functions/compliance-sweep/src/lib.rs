@@ -13,7 +13,7 @@ use palisade_shared::config::{BucketName, TopicArn};
 use palisade_shared::envelope::{Envelope, TenantId};
 use palisade_shared::messages::{ReminderDigest, ReminderItem};
 use palisade_shared::publish::Publisher;
-use palisade_shared::violations::{Status, Violation, ViolationStore, text_value, time_value};
+use palisade_shared::violations::{Change, Status, Violation, ViolationStore, text_value, time_value};
 use serde_json::json;
 
 /// Clients and settings, built once per cold start.
@@ -102,6 +102,20 @@ fn severity_rank(s: &str) -> u8 {
     }
 }
 
+/// A change to `next_step` (and its time), written only when it differs from what the item already says: a
+/// daily sweep over violations that are simply waiting then writes nothing for them.
+fn next_step(v: &Violation, step: &str, at: Option<DateTime<Utc>>) -> Option<Change> {
+    let same_time = |t: &DateTime<Utc>| v.next_step_at.is_some_and(|x| x.timestamp_millis() == t.timestamp_millis());
+    if v.next_step.as_deref() == Some(step) && at.as_ref().is_none_or(same_time) {
+        return None;
+    }
+    let mut fields = vec![("next_step", text_value(step))];
+    if let Some(t) = at {
+        fields.push(("next_step_at", time_value(&t)));
+    }
+    Some(Change { id: v.id.clone(), fields, expected: None })
+}
+
 /// One sweep at `now`.
 pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, ComplianceError> {
     let (policies, exceptions) = load_policies(&deps.s3, &deps.config_bucket).await?;
@@ -109,6 +123,7 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
     let mut report = SweepReport { open: open.len(), ..Default::default() };
     let mut digests: BTreeMap<String, Vec<(Violation, u32, &Policy)>> = BTreeMap::new();
     let mut due: Vec<(Violation, &Policy, bool)> = Vec::new();
+    let mut steps: Vec<Change> = Vec::new();
 
     for v in open {
         let Some(policy) = policies.get(&v.policy) else {
@@ -117,13 +132,7 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
         };
         if let Some(ex) = compliance_scan::exception_for(&v, &exceptions, now) {
             report.excepted += 1;
-            deps.store
-                .set(
-                    &v.id,
-                    &[("next_step", text_value("excepted")), ("next_step_at", time_value(&ex.expires_at))],
-                    None,
-                )
-                .await?;
+            steps.extend(next_step(&v, "excepted", Some(ex.expires_at)));
             continue;
         }
         match decide(policy, &compliance_scan::ladder_state(&v), now) {
@@ -131,16 +140,15 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
             Decision::Enforce { dry_run } => due.push((v, policy, dry_run)),
             Decision::AwaitApproval => {
                 report.awaiting_approval += 1;
-                deps.store.set(&v.id, &[("next_step", text_value("await-approval"))], None).await?;
+                steps.extend(next_step(&v, "await-approval", None));
             }
             Decision::Wait { until } => {
                 report.waiting += 1;
-                deps.store
-                    .set(&v.id, &[("next_step", text_value("wait")), ("next_step_at", time_value(&until))], None)
-                    .await?;
+                steps.extend(next_step(&v, "wait", Some(until)));
             }
         }
     }
+    deps.store.set_many(&steps).await?;
 
     for (owner, mut items) in digests {
         let marker = format!("digest#{owner}");
@@ -158,19 +166,19 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
         for (i, chunk) in items.chunks(DIGEST_MAX_ITEMS).enumerate() {
             let digest = digest_part(&owner, chunk, i + 1, parts);
             deps.publisher.publish(&deps.reminders, &Envelope::new(deps.tenant.clone(), digest)).await?;
-            for (v, n, _) in chunk {
-                deps.store
-                    .set(
-                        &v.id,
-                        &[
-                            ("reminders_sent", aws_sdk_dynamodb::types::AttributeValue::N(n.to_string())),
-                            ("last_reminder_at", time_value(&now)),
-                            ("next_step", text_value("remind")),
-                        ],
-                        Some(Status::Open),
-                    )
-                    .await?;
-            }
+            let reminded: Vec<Change> = chunk
+                .iter()
+                .map(|(v, n, _)| Change {
+                    id: v.id.clone(),
+                    fields: vec![
+                        ("reminders_sent", aws_sdk_dynamodb::types::AttributeValue::N(n.to_string())),
+                        ("last_reminder_at", time_value(&now)),
+                        ("next_step", text_value("remind")),
+                    ],
+                    expected: Some(Status::Open),
+                })
+                .collect();
+            deps.store.set_many(&reminded).await?;
         }
         deps.store.put_marker(&marker, "marker", &json!({"at": now, "items": items.len()})).await?;
         report.digests += 1;
@@ -188,42 +196,69 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
         .filter_map(|(k, n)| serde_json::from_value::<ResourceKind>(json!(k)).ok().map(|k| (k, n)))
         .collect();
     due.sort_by_key(|(v, _, _)| (severity_rank(&v.severity), v.first_seen));
-    let (allowed, deferred) = palisade_policy::cap(due, |(v, _, _)| kind_of(v), &scanned, &policies.settings);
-    for (v, _, _) in &deferred {
-        deps.store.set(&v.id, &[("next_step", text_value("deferred"))], None).await?;
-    }
+    let (allowed, deferred) =
+        palisade_policy::cap(due, |(v, _, _)| (kind_of(v), v.resource.id.clone()), &scanned, &policies.settings);
+    let deferred_steps: Vec<Change> = deferred.iter().filter_map(|(v, _, _)| next_step(v, "deferred", None)).collect();
+    deps.store.set_many(&deferred_steps).await?;
     report.deferred = deferred.len();
-    for (v, policy, dry_run) in allowed {
-        let action = policy.action.kind.as_str();
+
+    // One SNS batch (10 messages) per call and one transaction (up to 100 violations) per call, each topic's
+    // commands in order of severity. A violation is marked `enforcing` only after its message is out, so a
+    // failed publish leaves it open for the next sweep; the mark is conditional on `open`, so an enforcement
+    // that finished first is never set back.
+    let mut by_topic: BTreeMap<String, Vec<(Violation, &Policy, bool)>> = BTreeMap::new();
+    for item in allowed {
+        by_topic.entry(item.1.action.kind.as_str().to_owned()).or_default().push(item);
+    }
+    let mut unpublished = 0;
+    for (action, items) in by_topic {
         let topic: TopicArn = format!("{}{action}", deps.action_topic_prefix)
             .parse()
             .map_err(|e: String| ComplianceError::Policy(format!("action topic for {action}: {e}")))?;
-        let cmd = ActionCommand::Enforce(EnforceRequest {
-            action: action.to_owned(),
-            violation_id: v.id.clone(),
-            policy: policy.name.clone(),
-            resource: v.resource.clone(),
-            params: serde_json::Value::Object(policy.action.params.clone()),
-            mode: if dry_run { Mode::DryRun } else { Mode::Enforce },
-            approved_by: v.approved_by.clone(),
-            occurrence: Some(v.occurrence()),
-        });
-        let env = Envelope::new(deps.tenant.clone(), cmd);
-        deps.publisher.publish(&topic, &env).await?;
-        if !dry_run {
-            deps.store
-                .set(
-                    &v.id,
-                    &[("state", text_value(Status::Enforcing.as_str())), ("next_step", text_value("enforce"))],
-                    Some(Status::Open),
-                )
-                .await?;
-        } else {
-            deps.store.set(&v.id, &[("next_step", text_value("dry-run"))], None).await?;
-            report.dry_runs += 1;
+        for chunk in items.chunks(100) {
+            let envs: Vec<Envelope<ActionCommand>> = chunk
+                .iter()
+                .map(|(v, policy, dry_run)| {
+                    Envelope::new(
+                        deps.tenant.clone(),
+                        ActionCommand::Enforce(EnforceRequest {
+                            action: action.clone(),
+                            violation_id: v.id.clone(),
+                            policy: policy.name.clone(),
+                            resource: v.resource.clone(),
+                            params: serde_json::Value::Object(policy.action.params.clone()),
+                            mode: if *dry_run { Mode::DryRun } else { Mode::Enforce },
+                            approved_by: v.approved_by.clone(),
+                            occurrence: Some(v.occurrence()),
+                        }),
+                    )
+                })
+                .collect();
+            let failed = deps.publisher.publish_batch(&topic, &envs).await?;
+            let mut marks = Vec::with_capacity(chunk.len());
+            for (i, ((v, _, dry_run), env)) in chunk.iter().zip(&envs).enumerate() {
+                if failed.contains(&i) {
+                    unpublished += 1;
+                    continue;
+                }
+                if *dry_run {
+                    marks.extend(next_step(v, "dry-run", None));
+                    report.dry_runs += 1;
+                } else {
+                    marks.push(Change {
+                        id: v.id.clone(),
+                        fields: vec![
+                            ("state", text_value(Status::Enforcing.as_str())),
+                            ("next_step", text_value("enforce")),
+                        ],
+                        expected: Some(Status::Open),
+                    });
+                }
+                report.enforced += 1;
+                tracing::info!(message = "Enforcement requested.", violation_id = %v.id, action = %action, dry_run = *dry_run, correlation_id = %env.correlation_id);
+            }
+            deps.store.set_many(&marks).await?;
         }
-        report.enforced += 1;
-        tracing::info!(message = "Enforcement requested.", violation_id = %v.id, action, dry_run, correlation_id = %env.correlation_id);
     }
     tracing::info!(
         message = "Sweep finished.",
@@ -233,6 +268,14 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
         deferred = report.deferred,
         awaiting_approval = report.awaiting_approval
     );
+    if unpublished > 0 {
+        // Those violations stay open and go out with the next sweep; failing makes the gap an incident now.
+        return Err(palisade_shared::publish::PublishError::Partial {
+            failed: unpublished,
+            total: report.enforced + unpublished,
+        }
+        .into());
+    }
     Ok(report)
 }
 

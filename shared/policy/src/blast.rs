@@ -4,7 +4,7 @@
 //! changes a few resources, not the whole account. What is over the cap is deferred, not dropped: the next run
 //! picks it up.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::model::{ResourceKind, Settings};
 
@@ -13,9 +13,13 @@ use crate::model::{ResourceKind, Settings};
 /// At most `max-enforcements-per-run` in all, and for each kind at most `max-enforcements-percent` of the
 /// resources of that kind scanned, rounded down but at least 1 when any were scanned and the percentage is
 /// above 0. A kind with no scanned count gets none: without it the percentage cannot be honoured.
+///
+/// The percentage counts resources, not enforcements (`identify` gives each item's kind and resource id): two
+/// policies on one instance (too old, and no owner tag) touch one instance, so at 100 % every violating
+/// resource can be enforced in one run.
 pub fn cap<T>(
     due: Vec<T>,
-    kind_of: impl Fn(&T) -> ResourceKind,
+    identify: impl Fn(&T) -> (ResourceKind, String),
     scanned_per_kind: &HashMap<ResourceKind, usize>,
     settings: &Settings,
 ) -> (Vec<T>, Vec<T>) {
@@ -24,13 +28,14 @@ pub fn cap<T>(
         let scanned = scanned_per_kind.get(&kind).copied().unwrap_or(0);
         if scanned == 0 || percent == 0 { 0 } else { (scanned.saturating_mul(percent) / 100).max(1) }
     };
-    let mut used: HashMap<ResourceKind, usize> = HashMap::new();
+    let mut touched: HashMap<ResourceKind, HashSet<String>> = HashMap::new();
     let (mut allowed, mut deferred) = (Vec::new(), Vec::new());
     for item in due {
-        let kind = kind_of(&item);
-        let n = used.entry(kind).or_insert(0);
-        if allowed.len() < settings.max_enforcements_per_run && *n < limit_for(kind) {
-            *n += 1;
+        let (kind, resource) = identify(&item);
+        let set = touched.entry(kind).or_default();
+        let fits = set.contains(&resource) || set.len() < limit_for(kind);
+        if allowed.len() < settings.max_enforcements_per_run && fits {
+            set.insert(resource);
             allowed.push(item);
         } else {
             deferred.push(item);
@@ -56,7 +61,7 @@ mod tests {
         s.max_enforcements_per_run = per_run;
         s.max_enforcements_percent = percent;
         let scanned: HashMap<ResourceKind, usize> = scanned.iter().copied().collect();
-        let (allowed, deferred) = cap(due.to_vec(), |d| d.0, &scanned, &s);
+        let (allowed, deferred) = cap(due.to_vec(), |d| (d.0, d.1.to_string()), &scanned, &s);
         (allowed.into_iter().map(|d| d.1).collect(), deferred.into_iter().map(|d| d.1).collect())
     }
 
@@ -78,6 +83,26 @@ mod tests {
         let (allowed, deferred) = run(&due, &[(Ec2, 25), (S3, 40)], 100, 10);
         // THEN two instances and four buckets go now
         assert_eq!((allowed, deferred), (vec![1, 2, 4, 5, 6, 7], vec![3, 8, 9]));
+    }
+
+    #[test]
+    fn the_percent_cap_counts_resources_not_enforcements() {
+        // GIVEN two policies on each of 10 instances (20 enforcements), 10 instances scanned, 100 %
+        let due: Vec<(ResourceKind, String)> = (0..20).map(|i| (Ec2, format!("i-{}", i % 10))).collect();
+        let mut s = settings();
+        s.max_enforcements_per_run = 100;
+        s.max_enforcements_percent = 100;
+        let scanned = HashMap::from([(Ec2, 10)]);
+        // WHEN capped
+        let (allowed, deferred) = cap(due.clone(), |d| d.clone(), &scanned, &s);
+        // THEN every enforcement goes now: they touch 10 of 10 instances
+        assert_eq!((allowed.len(), deferred.len()), (20, 0));
+        // and at 50 %, both enforcements of 5 instances go, the other 5 instances wait
+        s.max_enforcements_percent = 50;
+        let (allowed, deferred) = cap(due, |d| d.clone(), &scanned, &s);
+        assert_eq!((allowed.len(), deferred.len()), (10, 10));
+        let ids: HashSet<&str> = allowed.iter().map(|d| d.1.as_str()).collect();
+        assert_eq!(ids.len(), 5);
     }
 
     #[test]

@@ -68,7 +68,10 @@ pub fn evaluate(policy: &Policy, r: &Resource, now: DateTime<Utc>) -> Option<Fin
             ("instance-too-old", format!("Instance {id} has been running for {days} days (limit {max_age_days})."))
         }
         (Check::InstanceOwnerTag { tag }, Facts::Instance { state, .. }) => {
-            if state == "terminated" || state == "shutting-down" {
+            // Only instances that run (or are starting) need someone to answer for them now. A stopped instance
+            // is flagged again when it starts; flagging it while stopped made every scan reopen a violation that
+            // its own enforcement (stopping) had just found already satisfied.
+            if state != "running" && state != "pending" {
                 return None;
             }
             if r.tags.get(tag).is_some_and(|v| !v.trim().is_empty()) {
@@ -263,12 +266,16 @@ mod tests {
         let check = Check::InstanceOwnerTag { tag: "team".into() };
         let p = policy("owner", ResourceKind::Ec2Instance, check, ActionKind::StopInstance);
         let at = "2026-05-31T00:00:00Z";
-        // WHEN instances lack it, have it empty, have it, or lack it but are terminated
-        // THEN only the first two are findings
-        assert_eq!(reason(&p, &instance("stopped", at, &[("owner", "x")])).as_deref(), Some("owner-tag-missing"));
+        // WHEN running or starting instances lack it or have it empty, one has it, and others lack it but are not
+        // running
+        // THEN only the running and starting ones without it are findings
+        assert_eq!(reason(&p, &instance("running", at, &[("owner", "x")])).as_deref(), Some("owner-tag-missing"));
+        assert_eq!(reason(&p, &instance("pending", at, &[])).as_deref(), Some("owner-tag-missing"));
         assert_eq!(reason(&p, &instance("running", at, &[("team", " ")])).as_deref(), Some("owner-tag-missing"));
         assert_eq!(reason(&p, &instance("running", at, &[("team", "perf")])), None);
-        assert_eq!(reason(&p, &instance("terminated", at, &[])), None);
+        for state in ["stopped", "stopping", "terminated", "shutting-down"] {
+            assert_eq!(reason(&p, &instance(state, at, &[])), None, "{state}");
+        }
     }
 
     #[test]
