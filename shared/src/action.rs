@@ -6,16 +6,17 @@
 //! violation: a duplicate or replayed message finds the ledger entry and changes nothing. Undo reads the ledger
 //! entry, restores the recorded state, and records the undo itself.
 
+use std::collections::HashMap;
 use std::future::Future;
 
 use aws_config::SdkConfig;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, Update};
 use chrono::Utc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::batch::{Runner, RunnerConfig};
+use crate::batch::{Dedup, Runner, RunnerConfig};
 use crate::config::{Env, TableName, got};
 use crate::envelope::{Envelope, Message};
 use crate::error::{AwsError, Class, Classify};
@@ -212,12 +213,10 @@ impl Violations {
             .update_item()
             .table_name(self.table.as_str())
             .key("id", AttributeValue::S(violation_id.to_owned()))
-            .update_expression("SET #s = :s, ledger_id = :l, updated_at = :t")
-            .condition_expression("attribute_exists(id)")
-            .expression_attribute_names("#s", "state")
-            .expression_attribute_values(":s", AttributeValue::S(state.to_owned()))
-            .expression_attribute_values(":l", AttributeValue::S(ledger_id.to_owned()))
-            .expression_attribute_values(":t", AttributeValue::S(Utc::now().to_rfc3339()))
+            .update_expression(MARK)
+            .condition_expression(MARK_IF)
+            .set_expression_attribute_names(Some(mark_names()))
+            .set_expression_attribute_values(Some(mark_values(state, ledger_id)))
             .send()
             .await;
         match res {
@@ -228,6 +227,34 @@ impl Violations {
             }
         }
     }
+
+    /// The same change as [`Violations::mark`], for the transaction that also settles the ledger entry.
+    pub fn mark_update(&self, violation_id: &str, state: &str, ledger_id: &str) -> Result<Update, ActionError> {
+        Update::builder()
+            .table_name(self.table.as_str())
+            .key("id", AttributeValue::S(violation_id.to_owned()))
+            .update_expression(MARK)
+            .condition_expression(MARK_IF)
+            .set_expression_attribute_names(Some(mark_names()))
+            .set_expression_attribute_values(Some(mark_values(state, ledger_id)))
+            .build()
+            .map_err(|e| ActionError::State(format!("violation update: {e}")))
+    }
+}
+
+const MARK: &str = "SET #s = :s, ledger_id = :l, updated_at = :t";
+const MARK_IF: &str = "attribute_exists(id)";
+
+fn mark_names() -> HashMap<String, String> {
+    HashMap::from([("#s".to_owned(), "state".to_owned())])
+}
+
+fn mark_values(state: &str, ledger_id: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (":s".to_owned(), AttributeValue::S(state.to_owned())),
+        (":l".to_owned(), AttributeValue::S(ledger_id.to_owned())),
+        (":t".to_owned(), AttributeValue::S(Utc::now().to_rfc3339())),
+    ])
 }
 
 /// What the shared flow needs besides the action.
@@ -280,13 +307,24 @@ async fn enforce<A: Action, L: Ledger>(
         RecordType::Action,
         &[A::NAME, &req.resource.id, &req.violation_id, occurrence, req.mode.as_str()],
     );
-    let existing = ctx.ledger.get(&id).await?;
-    if existing.as_ref().is_some_and(|e| e.outcome != APPLYING) {
-        tracing::info!(message = "Already enforced; nothing to do.", ledger_id = %id);
-        return Ok(Handled::AlreadyDone);
-    }
     let inspection = action.inspect(&req.resource).await?;
-    let base = |outcome: &str, details: Value| LedgerEntry {
+    let details = json!({
+        "policy": req.policy,
+        "violation_id": req.violation_id,
+        "resource": req.resource,
+        "mode": req.mode.as_str(),
+        "approved_by": req.approved_by,
+        "before": inspection.as_ref().map(|i| i.state.clone()),
+    });
+    let outcome = match &inspection {
+        None => "gone",
+        Some(i) => match (i.violating, req.mode) {
+            (false, _) => "already-compliant",
+            (true, Mode::DryRun) => "dry-run",
+            (true, Mode::Enforce) => APPLYING,
+        },
+    };
+    let entry = LedgerEntry {
         id: id.clone(),
         record_type: RecordType::Action,
         at: Utc::now(),
@@ -299,51 +337,29 @@ async fn enforce<A: Action, L: Ledger>(
         correlation_id: msg.correlation_id,
         details,
     };
-    let common = json!({
-        "policy": req.policy,
-        "violation_id": req.violation_id,
-        "resource": req.resource,
-        "mode": req.mode.as_str(),
-        "approved_by": req.approved_by,
-    });
-    let with = |extra: Value| {
-        let mut d = common.clone();
-        if let (Some(d), Some(extra)) = (d.as_object_mut(), extra.as_object()) {
-            d.extend(extra.clone());
-        }
-        d
+    // The conditional write is the claim: the state before any change is on record before the change is made,
+    // and a second delivery of the same enforcement finds the entry.
+    let current = match ctx.ledger.record(&entry).await? {
+        Recorded::New => entry,
+        Recorded::Duplicate => match ctx.ledger.get(&id).await? {
+            // A retry after a crash mid-apply: its entry holds the state to undo to.
+            Some(e) if e.outcome == APPLYING => e,
+            _ => {
+                tracing::info!(message = "Already enforced; nothing to do.", ledger_id = %id);
+                return Ok(Handled::AlreadyDone);
+            }
+        },
     };
-
     let Some(inspection) = inspection else {
-        if existing.is_none() {
-            ctx.ledger.record(&base("gone", with(json!({})))).await?;
-        }
         mark(ctx, req, "resolved", &id).await?;
         return Ok(Handled::Recorded("gone".into()));
     };
-
-    let before = match &existing {
-        // A retry after a crash mid-apply: the state recorded before the first attempt is the one to undo to.
-        Some(e) => e.details.get("before").cloned().unwrap_or(Value::Null),
-        None => inspection.state.clone(),
-    };
-    if existing.is_none() {
-        let outcome = match (inspection.violating, req.mode) {
-            (false, _) => "already-compliant",
-            (true, Mode::DryRun) => "dry-run",
-            (true, Mode::Enforce) => APPLYING,
-        };
-        let entry = base(outcome, with(json!({"before": inspection.state})));
-        if ctx.ledger.record(&entry).await? == Recorded::Duplicate {
-            return Ok(Handled::AlreadyDone);
+    if current.outcome != APPLYING {
+        tracing::info!(message = "No change made.", ledger_id = %id, outcome = %current.outcome);
+        if current.outcome == "already-compliant" {
+            mark(ctx, req, "resolved", &id).await?;
         }
-        if outcome != APPLYING {
-            tracing::info!(message = "No change made.", ledger_id = %id, outcome);
-            if outcome == "already-compliant" {
-                mark(ctx, req, "resolved", &id).await?;
-            }
-            return Ok(Handled::Recorded(outcome.into()));
-        }
+        return Ok(Handled::Recorded(current.outcome));
     }
     let after = if inspection.violating {
         action.apply(&req.resource, &params, &inspection).await?
@@ -351,11 +367,14 @@ async fn enforce<A: Action, L: Ledger>(
         inspection.state.clone()
     };
     let mut fields = serde_json::Map::new();
-    fields.insert("before".into(), before);
     fields.insert("after".into(), after);
     fields.insert("applied_at".into(), json!(Utc::now().to_rfc3339()));
-    ctx.ledger.update(&id, Some("applied"), fields).await?;
-    mark(ctx, req, "enforced", &id).await?;
+    // The ledger entry and the violation settle in one transaction.
+    let also = match &ctx.violations {
+        Some(v) => Some(v.mark_update(&req.violation_id, "enforced", &id)?),
+        None => None,
+    };
+    ctx.ledger.update(&current, Some("applied"), fields, also).await?;
     tracing::info!(message = "Action applied.", action = A::NAME, ledger_id = %id, policy = %req.policy);
     Ok(Handled::Recorded("applied".into()))
 }
@@ -417,10 +436,11 @@ async fn undo<A: Action, L: Ledger>(
     fields.insert("undone_at".into(), json!(Utc::now().to_rfc3339()));
     fields.insert("undone_by".into(), json!(req.requested_by));
     fields.insert("undo_id".into(), json!(undo_id));
-    ctx.ledger.update(&req.ledger_id, None, fields).await?;
-    if let (Some(v), Some(vid)) = (&ctx.violations, entry.details.get("violation_id").and_then(|v| v.as_str())) {
-        v.mark(vid, "undone", &undo_id).await?;
-    }
+    let also = match (&ctx.violations, entry.details.get("violation_id").and_then(|v| v.as_str())) {
+        (Some(v), Some(vid)) => Some(v.mark_update(vid, "undone", &undo_id)?),
+        _ => None,
+    };
+    ctx.ledger.update(&entry, None, fields, also).await?;
     tracing::info!(message = "Action undone.", action = A::NAME, ledger_id = %req.ledger_id, undo_id = %undo_id);
     Ok(Handled::Recorded("undone".into()))
 }
@@ -442,7 +462,9 @@ pub async fn run_with<A: Action>(
     let action = build(&mut env);
     env.finish()?;
     let action = got(action, A::NAME)?;
-    let runner_cfg = got(runner_cfg, "runner configuration")?;
+    let mut runner_cfg = got(runner_cfg, "runner configuration")?;
+    // The ledger's derived ids, written conditionally, already make a redelivery change nothing.
+    runner_cfg.dedup = Dedup::Handler;
     let violations = Violations::new(aws_sdk_dynamodb::Client::new(sdk), got(violations, "PALISADE_VIOLATIONS_TABLE")?);
     let runner = Runner::new(runner_cfg, sdk);
     let ctx = ActionCtx {

@@ -56,6 +56,20 @@ pub struct RunnerConfig {
     /// instead of being kept in the DLQ with an incident, and a transient failure is reported too, since there is
     /// no retry to wait for (see [`crate::replay`]).
     pub replay: bool,
+    /// Who keeps a redelivered record from taking effect twice. Set in code, not by the environment.
+    pub dedup: Dedup,
+}
+
+/// Who makes handling a record idempotent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dedup {
+    /// The runner claims each message id in the idempotency table before the handler runs, and marks it complete
+    /// after: two DynamoDB writes per record, for handlers whose effects have no natural key.
+    Runner,
+    /// The handler's own effects are keyed (the enforcement ledger's ids derive from action, resource and
+    /// violation occurrence, written conditionally), so a claim would only repeat that guarantee at two more
+    /// writes per record.
+    Handler,
 }
 
 impl RunnerConfig {
@@ -80,6 +94,7 @@ impl RunnerConfig {
             idempotency_ttl,
             max_receive_count,
             replay,
+            dedup: Dedup::Runner,
         })
     }
 }
@@ -363,25 +378,31 @@ where
     let key = format!("{}#{}", cfg.function, meta.id);
     let now = Utc::now();
     let expires = now + chrono::Duration::from_std(cfg.idempotency_ttl).unwrap_or(chrono::Duration::days(1));
-    match store.claim(&key, now, deadline.max(now + chrono::Duration::seconds(1)), expires).await {
-        Ok(Claim::Acquired) => {}
-        Ok(Claim::AlreadyCompleted) => {
-            tracing::info!(message = "Duplicate delivery skipped.", idempotency_key = %key);
-            return Fate::Duplicate;
-        }
-        Ok(Claim::InProgress) => {
-            tracing::info!(message = "Record in progress elsewhere; retrying later.", idempotency_key = %key);
-            return Fate::Retry;
-        }
-        Err(e) => {
-            tracing::warn!(message = "Idempotency store unavailable; retrying later.", error = %e);
-            return Fate::Retry;
+    let claims = cfg.dedup == Dedup::Runner;
+    if claims {
+        match store.claim(&key, now, deadline.max(now + chrono::Duration::seconds(1)), expires).await {
+            Ok(Claim::Acquired) => {}
+            Ok(Claim::AlreadyCompleted) => {
+                tracing::info!(message = "Duplicate delivery skipped.", idempotency_key = %key);
+                return Fate::Duplicate;
+            }
+            Ok(Claim::InProgress) => {
+                tracing::info!(message = "Record in progress elsewhere; retrying later.", idempotency_key = %key);
+                return Fate::Retry;
+            }
+            Err(e) => {
+                tracing::warn!(message = "Idempotency store unavailable; retrying later.", error = %e);
+                return Fate::Retry;
+            }
         }
     }
 
     let outcome = AssertUnwindSafe(handler(input)).catch_unwind().await;
     match outcome {
         Ok(Ok(())) => {
+            if !claims {
+                return Fate::Done;
+            }
             if let Err(e) = store.complete(&key, expires).await {
                 // The effect happened; a lost completion only means a redelivery may be checked again.
                 tracing::warn!(message = "Could not mark record complete.", error = %e);
@@ -389,8 +410,10 @@ where
             Fate::Done
         }
         Ok(Err(e)) => {
-            if let Err(re) = store.release(&key).await {
-                tracing::warn!(message = "Could not release idempotency key.", error = %re);
+            if claims {
+                if let Err(re) = store.release(&key).await {
+                    tracing::warn!(message = "Could not release idempotency key.", error = %re);
+                }
             }
             let last_attempt = cfg.max_receive_count > 0 && attempt_of(r) >= cfg.max_receive_count;
             match e.class() {
@@ -408,7 +431,9 @@ where
             }
         }
         Err(p) => {
-            let _ = store.release(&key).await;
+            if claims {
+                let _ = store.release(&key).await;
+            }
             reject(Some(&meta), Class::Permanent, "panic", panic_message(&p)).await
         }
     }
@@ -476,6 +501,7 @@ mod tests {
             idempotency_table: "idem".parse().unwrap(),
             concurrency: 3,
             idempotency_ttl: Duration::from_secs(60),
+            dedup: Dedup::Runner,
             max_receive_count: 3,
             replay: false,
         }
@@ -567,6 +593,23 @@ mod tests {
         let (_, t2) = run(&store, &sink, vec![record("c", via_sns(&e))], &calls).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(t2.duplicate, 1);
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_dedups_itself_gets_every_delivery_and_the_store_is_untouched() {
+        let (store, sink, calls) = (MemoryIdempotency::default(), Sink::default(), AtomicUsize::new(0));
+        let cfg = RunnerConfig { dedup: Dedup::Handler, ..cfg() };
+        let handler = |_: Envelope<Job>| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), JobError>(())
+        };
+        let e = job("ok");
+        let deadline = SystemTime::now() + Duration::from_secs(30);
+        let records = vec![record("a", via_sns(&e)), record("b", via_sns(&e))];
+        let (_, tally) = process_batch(&cfg, &store, &sink, batch(records), deadline, &handler).await;
+        // both copies reach the handler, whose own keyed writes decide; the runner wrote no claims
+        assert_eq!((calls.load(Ordering::SeqCst), tally.done), (2, 2));
+        assert!(store.is_empty(), "the runner claimed a key although the handler dedups");
     }
 
     #[tokio::test]

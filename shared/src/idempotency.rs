@@ -164,6 +164,13 @@ pub struct MemoryIdempotency {
     items: Mutex<HashMap<String, MemoryClaim>>,
 }
 
+impl MemoryIdempotency {
+    /// Whether no key was ever claimed.
+    pub fn is_empty(&self) -> bool {
+        self.items.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+    }
+}
+
 impl IdempotencyStore for MemoryIdempotency {
     async fn claim(
         &self,

@@ -97,10 +97,15 @@ impl Publisher {
         Ok(out.message_id.unwrap_or_default())
     }
 
-    /// Publishes many envelopes, ten per request (the SNS limit).
-    pub async fn publish_batch<M: Message>(&self, topic: &TopicArn, envs: &[Envelope<M>]) -> Result<(), PublishError> {
-        let mut failed = 0;
-        for chunk in envs.chunks(10) {
+    /// Publishes many envelopes, ten per request (the SNS limit). Returns the positions (in `envs`) of the
+    /// messages SNS refused, so the caller can leave exactly those for another attempt.
+    pub async fn publish_batch<M: Message>(
+        &self,
+        topic: &TopicArn,
+        envs: &[Envelope<M>],
+    ) -> Result<Vec<usize>, PublishError> {
+        let mut failed = Vec::new();
+        for (c, chunk) in envs.chunks(10).enumerate() {
             let mut entries = Vec::with_capacity(chunk.len());
             for (i, env) in chunk.iter().enumerate() {
                 let body = env.to_json().map_err(|e| PublishError::Build(e.to_string()))?;
@@ -121,9 +126,18 @@ impl Publisher {
                 .send()
                 .await
                 .map_err(|e| AwsError::new("sns:PublishBatch", e))?;
-            failed += out.failed.map(|f| f.len()).unwrap_or(0);
+            for f in out.failed.unwrap_or_default() {
+                let i = f.id.strip_prefix('m').and_then(|n| n.parse::<usize>().ok());
+                match i {
+                    Some(i) if i < chunk.len() => failed.push(c * 10 + i),
+                    // An id we did not send: count the whole chunk as not published rather than guess.
+                    _ => failed.extend(c * 10..c * 10 + chunk.len()),
+                }
+            }
         }
-        if failed > 0 { Err(PublishError::Partial { failed, total: envs.len() }) } else { Ok(()) }
+        failed.sort_unstable();
+        failed.dedup();
+        Ok(failed)
     }
 }
 

@@ -3,9 +3,10 @@
 //! State lives here, never in resource tags. Reads go through the `by-state` index (state, first_seen), never a
 //! table scan. The operator CLI, the dashboard, the scan and the sweep share this one definition of an item.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, TransactWriteItem, Update, WriteRequest};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -248,29 +249,133 @@ impl ViolationStore {
         fields: &[(&str, AttributeValue)],
         expected: Option<Status>,
     ) -> Result<bool, AwsError> {
-        let mut req = self.db.update_item().table_name(self.table.as_str()).key("id", s(id));
-        let mut sets = Vec::new();
-        for (i, (k, v)) in fields.iter().enumerate() {
-            sets.push(format!("#f{i} = :v{i}"));
-            req = req
-                .expression_attribute_names(format!("#f{i}"), *k)
-                .expression_attribute_values(format!(":v{i}"), v.clone());
-        }
-        req = req.update_expression(format!("SET {}", sets.join(", ")));
-        req = match expected {
-            Some(st) => req
-                .condition_expression("#cs = :cs")
-                .expression_attribute_names("#cs", "state")
-                .expression_attribute_values(":cs", s(st.as_str())),
-            None => req.condition_expression("attribute_exists(id)"),
-        };
-        match req.send().await {
+        let e = Expression::of(fields, expected);
+        let res = self
+            .db
+            .update_item()
+            .table_name(self.table.as_str())
+            .key("id", s(id))
+            .update_expression(e.update)
+            .condition_expression(e.condition)
+            .set_expression_attribute_names(Some(e.names))
+            .set_expression_attribute_values(Some(e.values))
+            .send()
+            .await;
+        match res {
             Ok(_) => Ok(true),
             Err(e) => {
                 let e = AwsError::new("dynamodb:UpdateItem", e);
                 if e.is_code("ConditionalCheckFailedException") { Ok(false) } else { Err(e) }
             }
         }
+    }
+
+    /// Applies many [`Change`]s with the same conditions as [`ViolationStore::set`], up to 100 per
+    /// TransactWriteItems call (DynamoDB's limit) instead of one call each: a sweep over thousands of violations
+    /// costs tens of calls, not thousands. Returns the ids whose condition did not hold (left unchanged).
+    pub async fn set_many(&self, changes: &[Change]) -> Result<HashSet<String>, AwsError> {
+        let mut refused = HashSet::new();
+        for chunk in transaction_chunks(changes) {
+            let mut pending: Vec<&Change> = chunk;
+            while !pending.is_empty() {
+                if let [one] = pending.as_slice() {
+                    if !self.set(&one.id, &one.fields, one.expected).await? {
+                        refused.insert(one.id.clone());
+                    }
+                    break;
+                }
+                let mut req = self.db.transact_write_items();
+                for c in &pending {
+                    let e = Expression::of(&c.fields, c.expected);
+                    let update = Update::builder()
+                        .table_name(self.table.as_str())
+                        .key("id", s(&c.id))
+                        .update_expression(e.update)
+                        .condition_expression(e.condition)
+                        .set_expression_attribute_names(Some(e.names))
+                        .set_expression_attribute_values(Some(e.values))
+                        .build()
+                        .map_err(|e| AwsError {
+                            op: "dynamodb:TransactWriteItems",
+                            class: crate::error::Class::Permanent,
+                            code: "ConstructionFailure".into(),
+                            detail: e.to_string(),
+                        })?;
+                    req = req.transact_items(TransactWriteItem::builder().update(update).build());
+                }
+                let err = match req.send().await {
+                    Ok(_) => break,
+                    Err(e) => e,
+                };
+                // A cancelled transaction names each item's reason: drop the ones whose condition failed and
+                // write the rest again; anything else is an error of the whole call.
+                let failed: Option<Vec<bool>> = match err.as_service_error() {
+                    Some(TransactWriteItemsError::TransactionCanceledException(tc))
+                        if tc.cancellation_reasons().len() == pending.len() =>
+                    {
+                        Some(tc.cancellation_reasons().iter().map(|r| r.code() == Some(CONDITION_FAILED)).collect())
+                    }
+                    _ => None,
+                };
+                let Some(failed) = failed.filter(|f| f.iter().any(|x| *x)) else {
+                    return Err(AwsError::new("dynamodb:TransactWriteItems", err));
+                };
+                let mut next = Vec::with_capacity(pending.len());
+                for (c, f) in pending.into_iter().zip(failed) {
+                    if f {
+                        refused.insert(c.id.clone());
+                    } else {
+                        next.push(c);
+                    }
+                }
+                pending = next;
+            }
+        }
+        Ok(refused)
+    }
+
+    /// Writes whole violations (new occurrences), 25 per BatchWriteItem call (DynamoDB's limit), retrying what
+    /// DynamoDB leaves unprocessed under load.
+    pub async fn put_many(&self, violations: &[Violation]) -> Result<(), AwsError> {
+        for chunk in violations.chunks(25) {
+            let mut requests: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|v| {
+                    let put = PutRequest::builder().set_item(Some(to_item(v))).build().map_err(|e| AwsError {
+                        op: "dynamodb:BatchWriteItem",
+                        class: crate::error::Class::Permanent,
+                        code: "ConstructionFailure".into(),
+                        detail: e.to_string(),
+                    })?;
+                    Ok(WriteRequest::builder().put_request(put).build())
+                })
+                .collect::<Result<_, AwsError>>()?;
+            let mut delay = std::time::Duration::from_millis(50);
+            for attempt in 0.. {
+                let out = self
+                    .db
+                    .batch_write_item()
+                    .request_items(self.table.as_str(), requests)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::new("dynamodb:BatchWriteItem", e))?;
+                requests = out.unprocessed_items.and_then(|mut m| m.remove(self.table.as_str())).unwrap_or_default();
+                if requests.is_empty() {
+                    break;
+                }
+                if attempt == 8 {
+                    return Err(AwsError {
+                        op: "dynamodb:BatchWriteItem",
+                        class: crate::error::Class::Transient,
+                        code: "UnprocessedItems".into(),
+                        detail: format!("{} items still unprocessed after {attempt} retries", requests.len()),
+                    });
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(2));
+            }
+        }
+        Ok(())
     }
 
     /// A free-form marker item (digest times, the last scan's counts), kept in the same table under its own id.
@@ -302,6 +407,72 @@ impl ViolationStore {
             .item
             .and_then(|i| i.get("body").and_then(|b| b.as_s().ok()).cloned())
             .and_then(|b| serde_json::from_str(&b).ok()))
+    }
+}
+
+/// One conditional change for [`ViolationStore::set_many`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    /// The violation.
+    pub id: String,
+    /// Attributes to set.
+    pub fields: Vec<(&'static str, AttributeValue)>,
+    /// Only while the violation is in this state; `None`: only while it exists.
+    pub expected: Option<Status>,
+}
+
+/// How DynamoDB names a failed condition inside a cancelled transaction.
+const CONDITION_FAILED: &str = "ConditionalCheckFailed";
+
+/// The most items one TransactWriteItems call takes.
+const MAX_TRANSACTION: usize = 100;
+
+/// Splits changes into transactions: at most [`MAX_TRANSACTION`] items each, and never two changes to one item
+/// in the same transaction (DynamoDB refuses that), keeping their order.
+fn transaction_chunks(changes: &[Change]) -> Vec<Vec<&Change>> {
+    let mut out: Vec<Vec<&Change>> = Vec::new();
+    let mut ids: HashSet<&str> = HashSet::new();
+    for c in changes {
+        let full = out.last().is_none_or(|l| l.len() >= MAX_TRANSACTION) || ids.contains(c.id.as_str());
+        if full {
+            out.push(Vec::new());
+            ids.clear();
+        }
+        ids.insert(&c.id);
+        if let Some(last) = out.last_mut() {
+            last.push(c);
+        }
+    }
+    out
+}
+
+/// An update expression with its condition, names and values.
+struct Expression {
+    update: String,
+    condition: String,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl Expression {
+    fn of(fields: &[(&str, AttributeValue)], expected: Option<Status>) -> Self {
+        let mut names = HashMap::new();
+        let mut values = HashMap::new();
+        let mut sets = Vec::new();
+        for (i, (k, v)) in fields.iter().enumerate() {
+            sets.push(format!("#f{i} = :v{i}"));
+            names.insert(format!("#f{i}"), (*k).to_owned());
+            values.insert(format!(":v{i}"), v.clone());
+        }
+        let condition = match expected {
+            Some(st) => {
+                names.insert("#cs".into(), "state".into());
+                values.insert(":cs".into(), s(st.as_str()));
+                "#cs = :cs".to_owned()
+            }
+            None => "attribute_exists(id)".to_owned(),
+        };
+        Self { update: format!("SET {}", sets.join(", ")), condition, names, values }
     }
 }
 
@@ -341,6 +512,33 @@ mod tests {
             next_step: Some("wait".into()),
         };
         assert_eq!(from_item(&to_item(&v)), Some(v));
+    }
+
+    #[test]
+    fn transactions_hold_at_most_100_items_and_never_one_item_twice() {
+        let change = |id: &str| Change { id: id.into(), fields: vec![("next_step", s("wait"))], expected: None };
+        let mut changes: Vec<Change> = (0..250).map(|i| change(&format!("v{i}"))).collect();
+        changes.insert(10, change("v3")); // a second change to v3
+        let chunks = transaction_chunks(&changes);
+        let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![10, 100, 100, 41]);
+        for c in &chunks {
+            let ids: HashSet<&str> = c.iter().map(|x| x.id.as_str()).collect();
+            assert_eq!(ids.len(), c.len());
+        }
+        // order kept: v3's second change comes after its first
+        assert_eq!(chunks[1][0].id, "v3");
+        assert!(transaction_chunks(&[]).is_empty());
+    }
+
+    #[test]
+    fn expressions_name_every_field_and_guard_on_state_or_existence() {
+        let e = Expression::of(&[("state", s("enforcing")), ("next_step", s("enforce"))], Some(Status::Open));
+        assert_eq!(e.update, "SET #f0 = :v0, #f1 = :v1");
+        assert_eq!(e.condition, "#cs = :cs");
+        assert_eq!(e.names["#f0"], "state");
+        assert_eq!(e.values[":cs"], s("open"));
+        assert_eq!(Expression::of(&[("a", s("b"))], None).condition, "attribute_exists(id)");
     }
 
     #[test]

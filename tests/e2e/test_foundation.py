@@ -52,8 +52,10 @@ def test_duplicate_delivery_changes_the_resource_once_and_records_one_entry(stac
     assert details["before"] == {"state": "running"}
     assert details["after"]["state"] in ("stopping", "stopped")
     assert _state(stack, instance) in ("stopping", "stopped")
-    log = open(fn.log_path, encoding="utf-8").read()
-    assert "Duplicate delivery skipped." in log
+    # the second delivery found the ledger entry (the ledger's conditional write is the enforcement's claim)
+    lines = [json.loads(line) for line in open(fn.log_path, encoding="utf-8") if line.startswith("{")]
+    skipped = [r for r in lines if r.get("message") == "Already enforced; nothing to do." and r.get("ledger_id") == e["id"]]
+    assert len(skipped) == 1, lines[-5:]
 
 
 def test_poison_messages_end_in_the_dlq_with_an_incident_and_an_alert(stack, alerts):

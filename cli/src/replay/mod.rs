@@ -19,7 +19,7 @@ use std::time::Duration;
 use palisade_shared::config::TableName;
 use palisade_shared::envelope::Envelope;
 use palisade_shared::error::AwsError;
-use palisade_shared::ledger::{DynamoLedger, Ledger, LedgerEntry, RecordType};
+use palisade_shared::ledger::{DynamoLedger, Ledger, LedgerEntry, LedgerError, RecordType};
 use palisade_shared::messages::FileAccepted;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -117,7 +117,12 @@ pub async fn run(args: ReplayArgs<'_>) -> Result<u8, CliError> {
             let mut fields = serde_json::Map::new();
             fields.insert("replayed_at".into(), json!(chrono::Utc::now().to_rfc3339()));
             fields.insert("replayed_from".into(), json!(prepared.from));
-            if let Err(e) = ledger.update(&entry.id, Some("replayed"), fields).await {
+            let marked = match ledger.get(&entry.id).await {
+                Ok(Some(fresh)) => ledger.update(&fresh, Some("replayed"), fields, None).await,
+                Ok(None) => Err(LedgerError::Malformed { id: entry.id.clone(), reason: "no such entry".into() }),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = marked {
                 release(&c, &prepared).await;
                 return Err(CliError::Other(format!(
                     "the input went through {}, but the incident could not be marked replayed: {e}",

@@ -13,7 +13,7 @@ use palisade_shared::batch::RunnerConfig;
 use palisade_shared::config::{BucketName, ConfigError, Env, TableName, got};
 use palisade_shared::envelope::TenantId;
 use palisade_shared::error::{AwsError, Class, Classify};
-use palisade_shared::violations::{Status, Violation, ViolationStore, text_value, time_value};
+use palisade_shared::violations::{Change, Status, Violation, ViolationStore, text_value, time_value};
 use serde_json::json;
 
 /// Start-up configuration shared by the scan and the sweep.
@@ -186,6 +186,9 @@ pub async fn scan(deps: &Deps, now: DateTime<Utc>) -> Result<ScanReport, Complia
     }
     let mut report = ScanReport::default();
     let mut seen_ids = HashSet::new();
+    // Written in batches after collection: 25 new violations or 100 updates per call, not one call each.
+    let mut opened: Vec<Violation> = Vec::new();
+    let mut continuing: Vec<Change> = Vec::new();
     for kind in &kinds {
         let resources = deps.collector.collect(*kind).await?;
         report.scanned.insert(kind.as_str().to_owned(), resources.len());
@@ -197,17 +200,15 @@ pub async fn scan(deps: &Deps, now: DateTime<Utc>) -> Result<ScanReport, Complia
                 seen_ids.insert(id.clone());
                 let owner = palisade_policy::owner(r, &policies.settings);
                 if live.contains_key(&id) {
-                    deps.store
-                        .set(
-                            &id,
-                            &[
-                                ("last_seen", time_value(&now)),
-                                ("summary", text_value(&f.summary)),
-                                ("owner", text_value(&owner)),
-                            ],
-                            None,
-                        )
-                        .await?;
+                    continuing.push(Change {
+                        id,
+                        fields: vec![
+                            ("last_seen", time_value(&now)),
+                            ("summary", text_value(&f.summary)),
+                            ("owner", text_value(&owner)),
+                        ],
+                        expected: None,
+                    });
                     continue;
                 }
                 let v = Violation {
@@ -229,29 +230,31 @@ pub async fn scan(deps: &Deps, now: DateTime<Utc>) -> Result<ScanReport, Complia
                     next_step_at: None,
                     next_step: None,
                 };
-                deps.store.put(&v).await?;
-                report.opened += 1;
                 tracing::info!(message = "Violation opened.", violation_id = %v.id, policy = %p.name, severity = p.severity.as_str());
+                opened.push(v);
             }
         }
     }
+    deps.store.put_many(&opened).await?;
+    report.opened = opened.len();
+    deps.store.set_many(&continuing).await?;
     let scanned_kinds: HashSet<&str> = kinds.iter().map(|k| k.as_str()).collect();
-    for (id, v) in &live {
-        let evaluated = policies.get(&v.policy).is_some() && scanned_kinds.contains(v.resource.kind.as_str());
-        if evaluated && !seen_ids.contains(id) && v.state == Status::Open {
-            let closed = deps
-                .store
-                .set(
-                    id,
-                    &[("state", text_value(Status::Resolved.as_str())), ("resolved_at", time_value(&now))],
-                    Some(Status::Open),
-                )
-                .await?;
-            if closed {
-                report.resolved += 1;
-                tracing::info!(message = "Violation resolved.", violation_id = %id);
-            }
-        }
+    let closing: Vec<Change> = live
+        .iter()
+        .filter(|(id, v)| {
+            let evaluated = policies.get(&v.policy).is_some() && scanned_kinds.contains(v.resource.kind.as_str());
+            evaluated && !seen_ids.contains(*id) && v.state == Status::Open
+        })
+        .map(|(id, _)| Change {
+            id: id.clone(),
+            fields: vec![("state", text_value(Status::Resolved.as_str())), ("resolved_at", time_value(&now))],
+            expected: Some(Status::Open),
+        })
+        .collect();
+    let refused = deps.store.set_many(&closing).await?;
+    for c in closing.iter().filter(|c| !refused.contains(&c.id)) {
+        report.resolved += 1;
+        tracing::info!(message = "Violation resolved.", violation_id = %c.id);
     }
     deps.store.put_marker(LAST_SCAN, "marker", &json!({"at": now, "scanned": report.scanned})).await?;
     tracing::info!(

@@ -53,6 +53,8 @@ class FunctionInstance:
         self.bootstrap = bootstrap
         self.base_env = base_env
         self.log_path = os.path.join(log_dir, f"{self.name}.log")
+        # a new stack starts with empty logs: a test reading a log must never see a line from an earlier run
+        open(self.log_path, "wb").close()
         self.pending = queue.Queue()
         self.current = None
         self.init_error = None
