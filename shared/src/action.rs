@@ -6,11 +6,10 @@
 //! violation: a duplicate or replayed message finds the ledger entry and changes nothing. Undo reads the ledger
 //! entry, restores the recorded state, and records the undo itself.
 
-use std::collections::HashMap;
 use std::future::Future;
 
 use aws_config::SdkConfig;
-use aws_sdk_dynamodb::types::{AttributeValue, Update};
+use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::Utc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -213,10 +212,12 @@ impl Violations {
             .update_item()
             .table_name(self.table.as_str())
             .key("id", AttributeValue::S(violation_id.to_owned()))
-            .update_expression(MARK)
-            .condition_expression(MARK_IF)
-            .set_expression_attribute_names(Some(mark_names()))
-            .set_expression_attribute_values(Some(mark_values(state, ledger_id)))
+            .update_expression("SET #s = :s, ledger_id = :l, updated_at = :t")
+            .condition_expression("attribute_exists(id)")
+            .expression_attribute_names("#s", "state")
+            .expression_attribute_values(":s", AttributeValue::S(state.to_owned()))
+            .expression_attribute_values(":l", AttributeValue::S(ledger_id.to_owned()))
+            .expression_attribute_values(":t", AttributeValue::S(Utc::now().to_rfc3339()))
             .send()
             .await;
         match res {
@@ -227,34 +228,6 @@ impl Violations {
             }
         }
     }
-
-    /// The same change as [`Violations::mark`], for the transaction that also settles the ledger entry.
-    pub fn mark_update(&self, violation_id: &str, state: &str, ledger_id: &str) -> Result<Update, ActionError> {
-        Update::builder()
-            .table_name(self.table.as_str())
-            .key("id", AttributeValue::S(violation_id.to_owned()))
-            .update_expression(MARK)
-            .condition_expression(MARK_IF)
-            .set_expression_attribute_names(Some(mark_names()))
-            .set_expression_attribute_values(Some(mark_values(state, ledger_id)))
-            .build()
-            .map_err(|e| ActionError::State(format!("violation update: {e}")))
-    }
-}
-
-const MARK: &str = "SET #s = :s, ledger_id = :l, updated_at = :t";
-const MARK_IF: &str = "attribute_exists(id)";
-
-fn mark_names() -> HashMap<String, String> {
-    HashMap::from([("#s".to_owned(), "state".to_owned())])
-}
-
-fn mark_values(state: &str, ledger_id: &str) -> HashMap<String, AttributeValue> {
-    HashMap::from([
-        (":s".to_owned(), AttributeValue::S(state.to_owned())),
-        (":l".to_owned(), AttributeValue::S(ledger_id.to_owned())),
-        (":t".to_owned(), AttributeValue::S(Utc::now().to_rfc3339())),
-    ])
 }
 
 /// What the shared flow needs besides the action.
@@ -369,12 +342,10 @@ async fn enforce<A: Action, L: Ledger>(
     let mut fields = serde_json::Map::new();
     fields.insert("after".into(), after);
     fields.insert("applied_at".into(), json!(Utc::now().to_rfc3339()));
-    // The ledger entry and the violation settle in one transaction.
-    let also = match &ctx.violations {
-        Some(v) => Some(v.mark_update(&req.violation_id, "enforced", &id)?),
-        None => None,
-    };
-    ctx.ledger.update(&current, Some("applied"), fields, also).await?;
+    // The ledger first: a crash before the violation's mark leaves an applied entry, and the redelivery finds it
+    // and changes nothing; the next scan sees the resource compliant.
+    ctx.ledger.update(&current, Some("applied"), fields).await?;
+    mark(ctx, req, "enforced", &id).await?;
     tracing::info!(message = "Action applied.", action = A::NAME, ledger_id = %id, policy = %req.policy);
     Ok(Handled::Recorded("applied".into()))
 }
@@ -436,11 +407,10 @@ async fn undo<A: Action, L: Ledger>(
     fields.insert("undone_at".into(), json!(Utc::now().to_rfc3339()));
     fields.insert("undone_by".into(), json!(req.requested_by));
     fields.insert("undo_id".into(), json!(undo_id));
-    let also = match (&ctx.violations, entry.details.get("violation_id").and_then(|v| v.as_str())) {
-        (Some(v), Some(vid)) => Some(v.mark_update(vid, "undone", &undo_id)?),
-        _ => None,
-    };
-    ctx.ledger.update(&entry, None, fields, also).await?;
+    ctx.ledger.update(&entry, None, fields).await?;
+    if let (Some(v), Some(vid)) = (&ctx.violations, entry.details.get("violation_id").and_then(|v| v.as_str())) {
+        v.mark(vid, "undone", &undo_id).await?;
+    }
     tracing::info!(message = "Action undone.", action = A::NAME, ledger_id = %req.ledger_id, undo_id = %undo_id);
     Ok(Handled::Recorded("undone".into()))
 }

@@ -10,8 +10,7 @@ use std::future::Future;
 use std::str::FromStr;
 use std::sync::Mutex;
 
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -121,14 +120,6 @@ pub enum LedgerError {
     /// DynamoDB failed.
     #[error(transparent)]
     Aws(#[from] AwsError),
-    /// A request could not be built (a bug, not an input problem).
-    #[error("ledger request for {id} could not be built: {reason}")]
-    Build {
-        /// The item id.
-        id: String,
-        /// What the SDK said.
-        reason: String,
-    },
     /// A stored item does not decode.
     #[error("ledger item {id} is malformed: {reason}")]
     Malformed {
@@ -143,7 +134,7 @@ impl Classify for LedgerError {
     fn class(&self) -> Class {
         match self {
             LedgerError::Aws(e) => e.class,
-            LedgerError::Malformed { .. } | LedgerError::Build { .. } => Class::Permanent,
+            LedgerError::Malformed { .. } => Class::Permanent,
         }
     }
     fn code(&self) -> &'static str {
@@ -160,16 +151,11 @@ pub trait Ledger: Send + Sync {
     /// Sets the outcome (when given) and adds or replaces fields under `details` (e.g. `undone_by`) of `current`,
     /// the entry as the caller last wrote or read it. No read first: the write is conditional on `current`'s
     /// details, so a concurrent change fails it (transient) instead of being overwritten.
-    ///
-    /// `also` is a change to another item (the violation an enforcement settles) written in the same
-    /// transaction, so the two never disagree; when its own condition fails (e.g. no such violation), the ledger
-    /// update is written alone.
     fn update(
         &self,
         current: &LedgerEntry,
         outcome: Option<&str>,
         fields: serde_json::Map<String, serde_json::Value>,
-        also: Option<Update>,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 }
 
@@ -296,75 +282,27 @@ impl Ledger for DynamoLedger {
         current: &LedgerEntry,
         outcome: Option<&str>,
         fields: serde_json::Map<String, serde_json::Value>,
-        also: Option<Update>,
     ) -> Result<(), LedgerError> {
-        let id = current.id.as_str();
         // details is one JSON string, so the merge happens here, guarded by the value the caller holds.
         let mut details = current.details.clone();
         if let Some(map) = details.as_object_mut() {
             map.extend(fields);
         }
-        let (new, old) = (details.to_string(), current.details.to_string());
-        let outcome = outcome.unwrap_or(&current.outcome);
-        let Some(also) = also else {
-            return self.settle_alone(id, &new, outcome, &old).await;
-        };
-        let own = Update::builder()
-            .table_name(self.table.as_str())
-            .key("id", s(id))
-            .update_expression(SETTLE)
-            .condition_expression(SETTLE_IF)
-            .expression_attribute_values(":new", s(&new))
-            .expression_attribute_values(":o", s(outcome))
-            .expression_attribute_values(":old", s(&old))
-            .build()
-            .map_err(|e| LedgerError::Build { id: id.to_owned(), reason: e.to_string() })?;
-        let res = self
-            .db
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(own).build())
-            .transact_items(TransactWriteItem::builder().update(also).build())
-            .send()
-            .await;
-        let Err(err) = res else { return Ok(()) };
-        // Only the other item's condition failed: write the ledger alone.
-        let other_only = err.as_service_error().is_some_and(|se| match se {
-            TransactWriteItemsError::TransactionCanceledException(tc) => {
-                let codes: Vec<&str> = tc.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None")).collect();
-                codes.first().is_some_and(|c| *c == "None") && codes.get(1).is_some_and(|c| *c == CONDITION_FAILED)
-            }
-            _ => false,
-        });
-        if !other_only {
-            return Err(AwsError::new("dynamodb:TransactWriteItems", err).into());
-        }
-        self.settle_alone(id, &new, outcome, &old).await
-    }
-}
-
-impl DynamoLedger {
-    async fn settle_alone(&self, id: &str, new: &str, outcome: &str, old: &str) -> Result<(), LedgerError> {
         self.db
             .update_item()
             .table_name(self.table.as_str())
-            .key("id", s(id))
-            .update_expression(SETTLE)
-            .condition_expression(SETTLE_IF)
-            .expression_attribute_values(":new", s(new))
-            .expression_attribute_values(":o", s(outcome))
-            .expression_attribute_values(":old", s(old))
+            .key("id", s(&current.id))
+            .update_expression("SET details = :new, outcome = :o")
+            .condition_expression("details = :old")
+            .expression_attribute_values(":new", s(&details.to_string()))
+            .expression_attribute_values(":o", s(outcome.unwrap_or(&current.outcome)))
+            .expression_attribute_values(":old", s(&current.details.to_string()))
             .send()
             .await
             .map_err(|e| AwsError::new("dynamodb:UpdateItem", e))?;
         Ok(())
     }
 }
-
-/// The ledger's settle write and its guard (see [`Ledger::update`]).
-const SETTLE: &str = "SET details = :new, outcome = :o";
-const SETTLE_IF: &str = "details = :old";
-/// How DynamoDB names a failed condition inside a cancelled transaction.
-const CONDITION_FAILED: &str = "ConditionalCheckFailed";
 
 /// In-memory ledger with the same semantics, for unit tests.
 #[derive(Debug, Default)]
@@ -390,7 +328,6 @@ impl Ledger for MemoryLedger {
         current: &LedgerEntry,
         outcome: Option<&str>,
         fields: serde_json::Map<String, serde_json::Value>,
-        _also: Option<Update>,
     ) -> Result<(), LedgerError> {
         let id = current.id.as_str();
         let mut m = self.entries.lock().unwrap_or_else(|p| p.into_inner());

@@ -5,9 +5,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, TransactWriteItem, Update, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::action::ResourceRef;
@@ -270,65 +270,26 @@ impl ViolationStore {
         }
     }
 
-    /// Applies many [`Change`]s with the same conditions as [`ViolationStore::set`], up to 100 per
-    /// TransactWriteItems call (DynamoDB's limit) instead of one call each: a sweep over thousands of violations
-    /// costs tens of calls, not thousands. Returns the ids whose condition did not hold (left unchanged).
+    /// Applies many [`Change`]s with the same conditions as [`ViolationStore::set`], [`CONCURRENT_WRITES`] at a
+    /// time: a sweep over thousands of violations waits for tens of round trips, not thousands. Returns the ids
+    /// whose condition did not hold (left unchanged).
+    ///
+    /// Why not TransactWriteItems (100 updates per call): a transaction is all or nothing, so one violation
+    /// changed meanwhile (enforced, resolved) cancels the other 99, and it bills every item twice. DynamoDB
+    /// has no non-transactional batch of conditional updates.
     pub async fn set_many(&self, changes: &[Change]) -> Result<HashSet<String>, AwsError> {
         let mut refused = HashSet::new();
-        for chunk in transaction_chunks(changes) {
-            let mut pending: Vec<&Change> = chunk;
-            while !pending.is_empty() {
-                if let [one] = pending.as_slice() {
-                    if !self.set(&one.id, &one.fields, one.expected).await? {
-                        refused.insert(one.id.clone());
-                    }
-                    break;
+        for wave in waves(changes) {
+            let results: Vec<Result<(String, bool), AwsError>> = futures::stream::iter(wave)
+                .map(|c| async move { self.set(&c.id, &c.fields, c.expected).await.map(|ok| (c.id.clone(), ok)) })
+                .buffer_unordered(CONCURRENT_WRITES)
+                .collect()
+                .await;
+            for r in results {
+                let (id, ok) = r?;
+                if !ok {
+                    refused.insert(id);
                 }
-                let mut req = self.db.transact_write_items();
-                for c in &pending {
-                    let e = Expression::of(&c.fields, c.expected);
-                    let update = Update::builder()
-                        .table_name(self.table.as_str())
-                        .key("id", s(&c.id))
-                        .update_expression(e.update)
-                        .condition_expression(e.condition)
-                        .set_expression_attribute_names(Some(e.names))
-                        .set_expression_attribute_values(Some(e.values))
-                        .build()
-                        .map_err(|e| AwsError {
-                            op: "dynamodb:TransactWriteItems",
-                            class: crate::error::Class::Permanent,
-                            code: "ConstructionFailure".into(),
-                            detail: e.to_string(),
-                        })?;
-                    req = req.transact_items(TransactWriteItem::builder().update(update).build());
-                }
-                let err = match req.send().await {
-                    Ok(_) => break,
-                    Err(e) => e,
-                };
-                // A cancelled transaction names each item's reason: drop the ones whose condition failed and
-                // write the rest again; anything else is an error of the whole call.
-                let failed: Option<Vec<bool>> = match err.as_service_error() {
-                    Some(TransactWriteItemsError::TransactionCanceledException(tc))
-                        if tc.cancellation_reasons().len() == pending.len() =>
-                    {
-                        Some(tc.cancellation_reasons().iter().map(|r| r.code() == Some(CONDITION_FAILED)).collect())
-                    }
-                    _ => None,
-                };
-                let Some(failed) = failed.filter(|f| f.iter().any(|x| *x)) else {
-                    return Err(AwsError::new("dynamodb:TransactWriteItems", err));
-                };
-                let mut next = Vec::with_capacity(pending.len());
-                for (c, f) in pending.into_iter().zip(failed) {
-                    if f {
-                        refused.insert(c.id.clone());
-                    } else {
-                        next.push(c);
-                    }
-                }
-                pending = next;
             }
         }
         Ok(refused)
@@ -421,19 +382,19 @@ pub struct Change {
     pub expected: Option<Status>,
 }
 
-/// How DynamoDB names a failed condition inside a cancelled transaction.
-const CONDITION_FAILED: &str = "ConditionalCheckFailed";
+/// Conditional updates [`ViolationStore::set_many`] keeps in flight.
+pub const CONCURRENT_WRITES: usize = 8;
 
-/// The most items one TransactWriteItems call takes.
-const MAX_TRANSACTION: usize = 100;
+/// The most changes in one wave.
+const MAX_WAVE: usize = 100;
 
-/// Splits changes into transactions: at most [`MAX_TRANSACTION`] items each, and never two changes to one item
-/// in the same transaction (DynamoDB refuses that), keeping their order.
-fn transaction_chunks(changes: &[Change]) -> Vec<Vec<&Change>> {
+/// Splits changes into waves written concurrently: at most [`MAX_WAVE`] each, and never two changes to one item
+/// in the same wave (their order would be lost), keeping the order of waves.
+fn waves(changes: &[Change]) -> Vec<Vec<&Change>> {
     let mut out: Vec<Vec<&Change>> = Vec::new();
     let mut ids: HashSet<&str> = HashSet::new();
     for c in changes {
-        let full = out.last().is_none_or(|l| l.len() >= MAX_TRANSACTION) || ids.contains(c.id.as_str());
+        let full = out.last().is_none_or(|l| l.len() >= MAX_WAVE) || ids.contains(c.id.as_str());
         if full {
             out.push(Vec::new());
             ids.clear();
@@ -515,11 +476,11 @@ mod tests {
     }
 
     #[test]
-    fn transactions_hold_at_most_100_items_and_never_one_item_twice() {
+    fn waves_hold_at_most_100_changes_and_never_one_item_twice() {
         let change = |id: &str| Change { id: id.into(), fields: vec![("next_step", s("wait"))], expected: None };
         let mut changes: Vec<Change> = (0..250).map(|i| change(&format!("v{i}"))).collect();
         changes.insert(10, change("v3")); // a second change to v3
-        let chunks = transaction_chunks(&changes);
+        let chunks = waves(&changes);
         let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![10, 100, 100, 41]);
         for c in &chunks {
@@ -528,7 +489,7 @@ mod tests {
         }
         // order kept: v3's second change comes after its first
         assert_eq!(chunks[1][0].id, "v3");
-        assert!(transaction_chunks(&[]).is_empty());
+        assert!(waves(&[]).is_empty());
     }
 
     #[test]

@@ -118,7 +118,7 @@ pub async fn run(args: ReplayArgs<'_>) -> Result<u8, CliError> {
             fields.insert("replayed_at".into(), json!(chrono::Utc::now().to_rfc3339()));
             fields.insert("replayed_from".into(), json!(prepared.from));
             let marked = match ledger.get(&entry.id).await {
-                Ok(Some(fresh)) => ledger.update(&fresh, Some("replayed"), fields, None).await,
+                Ok(Some(fresh)) => ledger.update(&fresh, Some("replayed"), fields).await,
                 Ok(None) => Err(LedgerError::Malformed { id: entry.id.clone(), reason: "no such entry".into() }),
                 Err(e) => Err(e),
             };

@@ -186,7 +186,7 @@ pub async fn scan(deps: &Deps, now: DateTime<Utc>) -> Result<ScanReport, Complia
     }
     let mut report = ScanReport::default();
     let mut seen_ids = HashSet::new();
-    // Written in batches after collection: 25 new violations or 100 updates per call, not one call each.
+    // Written after collection: new violations 25 per call, updates several at a time.
     let mut opened: Vec<Violation> = Vec::new();
     let mut continuing: Vec<Change> = Vec::new();
     for kind in &kinds {

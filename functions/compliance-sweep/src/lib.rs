@@ -202,7 +202,7 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
     deps.store.set_many(&deferred_steps).await?;
     report.deferred = deferred.len();
 
-    // One SNS batch (10 messages) per call and one transaction (up to 100 violations) per call, each topic's
+    // One SNS batch (10 messages) per call, and the marks written 8 at a time, each topic's
     // commands in order of severity. A violation is marked `enforcing` only after its message is out, so a
     // failed publish leaves it open for the next sweep; the mark is conditional on `open`, so an enforcement
     // that finished first is never set back.
