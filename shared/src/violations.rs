@@ -229,18 +229,6 @@ impl ViolationStore {
         Ok(out.item.as_ref().and_then(from_item))
     }
 
-    /// Writes a whole violation (a new occurrence).
-    pub async fn put(&self, v: &Violation) -> Result<(), AwsError> {
-        self.db
-            .put_item()
-            .table_name(self.table.as_str())
-            .set_item(Some(to_item(v)))
-            .send()
-            .await
-            .map_err(|e| AwsError::new("dynamodb:PutItem", e))?;
-        Ok(())
-    }
-
     /// Sets string attributes of an existing violation, only while it is in `expected` state (when given).
     /// Returns false when the condition did not hold.
     pub async fn set(
