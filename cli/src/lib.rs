@@ -64,8 +64,17 @@ pub async fn run(cli: Cli) -> Result<u8, CliError> {
     }
 }
 
+/// The operator's SDK configuration: `aws-config`'s full chain (profiles, SSO, a credential process, the instance
+/// metadata service), which the functions leave out, over Palisade's HTTP client.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(palisade_shared::https::sdk_http_client())
+        .load()
+        .await
+}
+
 async fn run_aws(command: Command) -> Result<(), CliError> {
-    let sdk = palisade_shared::aws::sdk_config().await;
+    let sdk = sdk_config().await;
     let clients = Clients::new(&sdk);
     match command {
         Command::Validate(_) | Command::Replay { .. } => Ok(()), // handled by `run`

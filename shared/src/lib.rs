@@ -13,6 +13,7 @@ pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod events;
+pub mod https;
 pub mod idempotency;
 pub mod incident;
 pub mod ledger;

@@ -1,11 +1,12 @@
 """Checks what `sam build` produced: every function's bootstrap is an arm64 (aarch64) ELF binary, and its zipped size
-(the deployment package) is reported against the 5 MB target. Exits 1 if a function is missing or not arm64."""
+(the deployment package) is reported against the 5 MB target. Exits 1 if a function is missing, not arm64, or over
+the target: a size budget that only warns is soon spent."""
 import io
 import os
 import sys
 import zipfile
 
-TARGET = 5 * 1024 * 1024
+TARGET = 5_000_000  # bytes: the stricter reading of "5 MB" (Lambda counts MiB), as the table prints MB
 
 
 def machine(path):
@@ -30,14 +31,14 @@ def main(build_dirs):
             with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
                 z.write(boot, "bootstrap")
             arch = machine(boot)
-            bad += arch != "aarch64"
+            bad += arch != "aarch64" or len(buf.getvalue()) > TARGET
             rows.append((fn, arch, os.path.getsize(boot), len(buf.getvalue())))
     print(f"{'function':32} {'arch':8} {'binary':>10} {'zipped':>10}")
     for fn, arch, size, zipped in rows:
         flag = "  over the 5 MB target" if zipped > TARGET else ""
         print(f"{fn:32} {arch:8} {size / 1e6:9.2f}M {zipped / 1e6:9.2f}M{flag}")
     if bad:
-        print(f"{bad} function(s) missing or not arm64", file=sys.stderr)
+        print(f"{bad} function(s) missing, not arm64 or over the 5 MB target", file=sys.stderr)
     return 1 if bad or not rows else 0
 
 

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use aws_credential_types::Credentials;
 use palisade_shared::config::TableName;
 use palisade_shared::envelope::Envelope;
 use palisade_shared::error::AwsError;
@@ -64,7 +65,7 @@ struct Prepared {
 
 /// Runs `palisade replay`; returns the exit code: 0 replayed, 1 reproduced.
 pub async fn run(args: ReplayArgs<'_>) -> Result<u8, CliError> {
-    let sdk = palisade_shared::aws::sdk_config().await;
+    let sdk = crate::sdk_config().await;
     let c = Clients::new(&sdk);
     let region = sdk.region().map_or_else(|| "us-east-1".to_owned(), ToString::to_string);
     let (st, ledger, entry) = locate(&c, args.stack, args.incident_id).await?;
@@ -93,8 +94,12 @@ pub async fn run(args: ReplayArgs<'_>) -> Result<u8, CliError> {
     let timeout_secs = u64::try_from(config.timeout.unwrap_or(3)).unwrap_or(3);
     let function_env: HashMap<String, String> =
         config.environment.and_then(|e| e.variables).unwrap_or_default().into_iter().collect();
-    let facts =
-        Facts { name: entry.function.clone(), memory_mb: config.memory_size.unwrap_or(128), region: region.clone() };
+    let facts = Facts {
+        name: entry.function.clone(),
+        memory_mb: config.memory_size.unwrap_or(128),
+        region: region.clone(),
+        credentials: resolved_credentials(&sdk).await?,
+    };
 
     let source_queue = st.named(QUEUE, crate_name).map(str::to_owned);
     let prepared = prepare(&c, &st, crate_name, &entry, &kept, &region, &function_arn, source_queue).await?;
@@ -501,11 +506,26 @@ pub struct Facts {
     pub memory_mb: i32,
     /// The region this shell works in.
     pub region: String,
+    /// This shell's credentials as the full chain resolved them (a profile, SSO...): the function reads
+    /// credentials from its environment only.
+    pub credentials: Option<Credentials>,
+}
+
+/// Resolves the operator's credentials once, for the child's environment.
+async fn resolved_credentials(sdk: &aws_config::SdkConfig) -> Result<Option<Credentials>, CliError> {
+    use aws_credential_types::provider::ProvideCredentials;
+    let Some(provider) = sdk.credentials_provider() else { return Ok(None) };
+    provider
+        .provide_credentials()
+        .await
+        .map(Some)
+        .map_err(|e| CliError::Input(format!("no AWS credentials for the replayed function: {e}")))
 }
 
 /// The environment of the replayed process: the deployed function's variables, then this shell's AWS
-/// credentials, profile, region and endpoint (the operator's access, not the function's role), then what the
-/// Lambda runtime sets, and replay mode. Nothing else of this shell leaks in.
+/// credentials, region and endpoint (the operator's access, not the function's role; credentials as resolved, so a
+/// profile or SSO login works too), then what the Lambda runtime sets, and replay mode. Nothing else of this shell
+/// leaks in.
 pub fn child_env(
     function_env: &HashMap<String, String>,
     own: impl IntoIterator<Item = (String, String)>,
@@ -519,6 +539,14 @@ pub fn child_env(
     };
     env.extend(own.into_iter().filter(|(k, _)| passes(k)));
     env.entry("AWS_REGION".into()).or_insert_with(|| f.region.clone());
+    if let Some(c) = &f.credentials {
+        env.insert("AWS_ACCESS_KEY_ID".into(), c.access_key_id().to_owned());
+        env.insert("AWS_SECRET_ACCESS_KEY".into(), c.secret_access_key().to_owned());
+        match c.session_token() {
+            Some(t) => env.insert("AWS_SESSION_TOKEN".into(), t.to_owned()),
+            None => env.remove("AWS_SESSION_TOKEN"),
+        };
+    }
     for (k, v) in [
         ("AWS_LAMBDA_FUNCTION_NAME", f.name.clone()),
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", f.memory_mb.to_string()),
@@ -561,7 +589,33 @@ mod tests {
     use super::*;
 
     fn facts() -> Facts {
-        Facts { name: "palisade-pipeline-acme-pipeline-deliver".into(), memory_mb: 256, region: "eu-west-1".into() }
+        Facts {
+            name: "palisade-pipeline-acme-pipeline-deliver".into(),
+            memory_mb: 256,
+            region: "eu-west-1".into(),
+            credentials: None,
+        }
+    }
+
+    #[test]
+    fn a_profile_shell_s_resolved_credentials_reach_the_child_which_reads_only_its_environment() {
+        // GIVEN a shell that works through a profile, with a stale session token, and credentials the chain resolved
+        let own = [("AWS_PROFILE", "ops"), ("AWS_SESSION_TOKEN", "stale")]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        let f = Facts { credentials: Some(Credentials::new("ASIAOPS", "secret", None, None, "test")), ..facts() };
+        // WHEN the child's environment is built
+        let env: HashMap<String, String> = child_env(&HashMap::new(), own, &f).into_iter().collect();
+        // THEN the child gets the resolved keys, and no token that does not belong to them
+        assert_eq!(env["AWS_ACCESS_KEY_ID"], "ASIAOPS");
+        assert_eq!(env["AWS_SECRET_ACCESS_KEY"], "secret");
+        assert!(!env.contains_key("AWS_SESSION_TOKEN"));
+        let f = Facts {
+            credentials: Some(Credentials::new("ASIAOPS", "secret", Some("fresh".into()), None, "test")),
+            ..facts()
+        };
+        let env: HashMap<String, String> = child_env(&HashMap::new(), [], &f).into_iter().collect();
+        assert_eq!(env["AWS_SESSION_TOKEN"], "fresh");
     }
 
     #[test]

@@ -102,10 +102,7 @@ impl Config {
     }
 }
 
-type HttpClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    Full<Bytes>,
->;
+type HttpClient = hyper_util::client::legacy::Client<palisade_shared::https::Connector, Full<Bytes>>;
 
 /// Clients and the signing key, built once per cold start.
 pub struct Deps<'a> {
@@ -123,12 +120,7 @@ pub struct Deps<'a> {
 
 /// Builds the HTTPS client (system roots; HTTP allowed only because the target was checked to be loopback).
 pub fn http_client() -> Result<HttpClient, String> {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|e| format!("no TLS roots: {e}"))?
-        .https_or_http()
-        .enable_http1()
-        .build();
+    let https = palisade_shared::https::connector(None).map_err(|e| format!("no TLS roots: {e}"))?;
     Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https))
 }
 

@@ -186,27 +186,8 @@ pub fn words(bytes: &[u8], limits: &Limits) -> Result<Vec<Page>, PdfError> {
     let mut any = false;
     for index in 0..count {
         check_time(started, limits)?;
-        // (The filtered variant with no filters is the same extraction without the library's per-page cache,
-        // which would clone every character once more and keep them all until the document is dropped.)
-        let chars = guarded("page text", || doc.extract_chars_filtered(index, HashSet::new(), HashSet::new()))?
-            .map_err(|e| PdfError::Damaged { stage: "page text", reason: reason(&e) })?;
-        // The character path is the fast one, but it cannot map glyphs that stand for several characters
-        // (ligatures such as `ff`); the span path can, so pages with unmapped glyphs take it.
-        let glyphs = if chars.iter().any(|c| c.char == '\u{FFFD}') {
-            let config = pdf_oxide::extractors::SpanMergingConfig::default();
-            let spans = guarded("page text", || doc.extract_spans_with_config(index, config))?
-                .map_err(|e| PdfError::Damaged { stage: "page text", reason: reason(&e) })?;
-            glyphs_from_spans(&spans)
-        } else {
-            glyphs_from_chars(&chars)
-        };
-        drop(chars);
-        let words = page_words(glyphs, index + 1);
-        for w in &words {
-            budget = budget
-                .checked_sub(w.text.len() + WORD_COST)
-                .ok_or(PdfError::TextTooLarge { limit: limits.max_text_bytes })?;
-        }
+        let words = page_words_of(&doc, index)?;
+        spend(&mut budget, &words, limits)?;
         any |= !words.is_empty();
         pages.push(Page { number: index + 1, words });
     }
@@ -216,12 +197,14 @@ pub fn words(bytes: &[u8], limits: &Limits) -> Result<Vec<Page>, PdfError> {
     Ok(pages)
 }
 
-/// Plain text of every page, pages separated by form feeds (`\f`). A page the library cannot read is left empty;
-/// the document fails only when no page can be read.
+/// Plain text of every page as the pipeline reads it (the words of [`words`], in lines), pages separated by form
+/// feeds (`\f`). A page the library cannot read is left empty; the document fails only when no page can be read.
+/// Being the production path, it is what the robustness corpus grades, and the binary carries no second extractor.
 pub fn text(bytes: &[u8], limits: &Limits) -> Result<String, PdfError> {
     let started = Instant::now();
     let (doc, count) = open(bytes, limits)?;
     let mut out = String::new();
+    let mut budget = limits.max_text_bytes;
     let mut failed = 0usize;
     let mut first_failure = None;
     for index in 0..count {
@@ -229,20 +212,17 @@ pub fn text(bytes: &[u8], limits: &Limits) -> Result<String, PdfError> {
         if index > 0 {
             out.push('\x0c');
         }
-        match guarded("page text", || doc.extract_text(index)) {
-            Ok(Ok(t)) => {
-                if out.len() + t.len() > limits.max_text_bytes {
-                    return Err(PdfError::TextTooLarge { limit: limits.max_text_bytes });
+        match page_words_of(&doc, index) {
+            Ok(words) => {
+                spend(&mut budget, &words, limits)?;
+                for line in crate::lines::lines(&words) {
+                    out.push_str(&line.text);
+                    out.push('\n');
                 }
-                out.push_str(&t);
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 failed += 1;
-                first_failure.get_or_insert(PdfError::Damaged { stage: "page text", reason: reason(&e) });
-            }
-            Err(panicked) => {
-                failed += 1;
-                first_failure.get_or_insert(panicked);
+                first_failure.get_or_insert(e);
             }
         }
     }
@@ -253,6 +233,36 @@ pub fn text(bytes: &[u8], limits: &Limits) -> Result<String, PdfError> {
         return Err(no_text(bytes));
     }
     Ok(out)
+}
+
+/// The words of one page.
+fn page_words_of(doc: &PdfDocument, index: usize) -> Result<Vec<Word>, PdfError> {
+    // (The filtered variant with no filters is the same extraction without the library's per-page cache,
+    // which would clone every character once more and keep them all until the document is dropped.)
+    let chars = guarded("page text", || doc.extract_chars_filtered(index, HashSet::new(), HashSet::new()))?
+        .map_err(|e| PdfError::Damaged { stage: "page text", reason: reason(&e) })?;
+    // The character path is the fast one, but it cannot map glyphs that stand for several characters
+    // (ligatures such as `ff`); the span path can, so pages with unmapped glyphs take it.
+    let glyphs = if chars.iter().any(|c| c.char == '\u{FFFD}') {
+        let config = pdf_oxide::extractors::SpanMergingConfig::default();
+        let spans = guarded("page text", || doc.extract_spans_with_config(index, config))?
+            .map_err(|e| PdfError::Damaged { stage: "page text", reason: reason(&e) })?;
+        glyphs_from_spans(&spans)
+    } else {
+        glyphs_from_chars(&chars)
+    };
+    drop(chars);
+    Ok(page_words(glyphs, index + 1))
+}
+
+/// Charges a page's words against the document's text budget.
+fn spend(budget: &mut usize, words: &[Word], limits: &Limits) -> Result<(), PdfError> {
+    for w in words {
+        *budget = budget
+            .checked_sub(w.text.len() + WORD_COST)
+            .ok_or(PdfError::TextTooLarge { limit: limits.max_text_bytes })?;
+    }
+    Ok(())
 }
 
 /// Makes [`text`] print U+FFFD for glyphs the document gives no Unicode for, instead of dropping them, so a page
@@ -510,17 +520,58 @@ const WORD_GAP: f32 = 0.15;
 
 /// The page's glyphs from the character path, leaving out rotated glyphs (watermarks, margin notes).
 fn glyphs_from_chars(chars: &[pdf_oxide::layout::TextChar]) -> Vec<Glyph> {
+    // The page's reading frame is the quarter turn most of its characters share: a page printed in landscape has
+    // all its text at 90 degrees and is read in that frame. Characters at other angles (a diagonal watermark, a
+    // vertical margin note on an upright page) stay out, as they would confuse the lines.
+    let turn = dominant_turn(chars);
     chars
         .iter()
-        .filter(|c| c.rotation_degrees.abs() < 1.0 && !c.char.is_control())
+        .filter(|c| quarter_turn(c.rotation_degrees) == Some(turn) && !c.char.is_control())
         .filter_map(|c| {
             let b = &c.bbox;
             let size = if c.font_size.is_finite() && c.font_size > 0.0 { c.font_size } else { b.height.abs() };
-            let width = if b.width > 0.0 { b.width } else { c.advance_width.max(0.0) };
-            let ok = [b.x, b.y, width, size].iter().all(|v| v.is_finite()) && size > 0.0;
-            ok.then_some(Glyph { c: c.char, x0: b.x, x1: b.x + width, y: b.y, top: b.y + size, size })
+            let width = if turn == 0 && b.width > 0.0 {
+                b.width
+            } else if c.advance_width > 0.0 {
+                c.advance_width
+            } else {
+                // No extent along the (rotated) line: about half an em, so neighbours stay one word.
+                0.5 * size
+            };
+            let (x, y) = into_frame(b.x, b.y, turn);
+            let ok = [x, y, width, size].iter().all(|v| v.is_finite()) && size > 0.0;
+            ok.then_some(Glyph { c: c.char, x0: x, x1: x + width, y, top: y + size, size })
         })
         .collect()
+}
+
+/// `degrees` as a number of quarter turns (0-3), if it is within a degree of one.
+fn quarter_turn(degrees: f32) -> Option<u8> {
+    let d = degrees.rem_euclid(360.0);
+    let q = (d / 90.0).round();
+    ((d - q * 90.0).abs() < 1.0).then_some((q as u8) % 4)
+}
+
+/// The quarter turn most characters of a page share (upright when there is a tie or no character).
+fn dominant_turn(chars: &[pdf_oxide::layout::TextChar]) -> u8 {
+    let mut counts = [0usize; 4];
+    for c in chars {
+        if let Some(q) = quarter_turn(c.rotation_degrees) {
+            counts[usize::from(q)] += 1;
+        }
+    }
+    (1..4u8).fold(0, |best, q| if counts[usize::from(q)] > counts[usize::from(best)] { q } else { best })
+}
+
+/// A point of the page in the frame of text turned `turn` quarter turns counter-clockwise, where that text runs left
+/// to right and its lines top to bottom.
+fn into_frame(x: f32, y: f32, turn: u8) -> (f32, f32) {
+    match turn {
+        1 => (y, -x),
+        2 => (-x, -y),
+        3 => (-y, x),
+        _ => (x, y),
+    }
 }
 
 /// The page's glyphs from the span path: each span's characters placed by the library's per-character widths
@@ -697,6 +748,52 @@ mod tests {
         assert_eq!(texts(&words), ["To", "x", "y", "b"]);
         assert_eq!((words[0].x0, words[0].x1, words[0].page), (100.0, 111.0, 3));
         assert!(words[2].y0 > words[3].y0, "top line first");
+    }
+
+    fn ch(c: char, x: f32, y: f32, rotation_degrees: f32) -> pdf_oxide::layout::TextChar {
+        pdf_oxide::layout::TextChar {
+            char: c,
+            bbox: pdf_oxide::geometry::Rect::new(x, y, 0.0, 10.0),
+            font_size: 10.0,
+            rotation_degrees,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_page_printed_in_landscape_is_read_in_its_own_frame() {
+        // GIVEN a page whose text runs bottom to top (turned 90 degrees), two lines, the first further left,
+        // with an upright page number the producer added
+        let mut chars = Vec::new();
+        for (i, c) in "Hi you".chars().enumerate() {
+            chars.push(ch(c, 100.0, 300.0 + 5.0 * i as f32, 90.0));
+        }
+        for (i, c) in "two".chars().enumerate() {
+            chars.push(ch(c, 112.0, 300.0 + 5.0 * i as f32, 89.6));
+        }
+        chars.push(ch('7', 500.0, 20.0, 0.0));
+        // WHEN its words are read
+        let words = page_words(glyphs_from_chars(&chars), 1);
+        // THEN they read as the reader of the turned page sees them, and the odd upright glyph stays out
+        assert_eq!(texts(&words), ["Hi", "you", "two"]);
+        assert!(words[0].y0 > words[2].y0, "the left line is the first line");
+    }
+
+    #[test]
+    fn quarter_turns_and_frames() {
+        assert_eq!(quarter_turn(0.4), Some(0));
+        assert_eq!(quarter_turn(-90.0), Some(3));
+        assert_eq!(quarter_turn(180.5), Some(2));
+        assert_eq!(quarter_turn(359.6), Some(0));
+        assert_eq!(quarter_turn(45.0), None);
+        assert_eq!(quarter_turn(f32::NAN), None);
+        // reading direction (along the text) always becomes +x
+        assert_eq!(into_frame(0.0, 1.0, 1), (1.0, -0.0));
+        assert_eq!(into_frame(-1.0, 0.0, 2), (1.0, -0.0));
+        assert_eq!(into_frame(0.0, -1.0, 3), (1.0, 0.0));
+        // an upright page, or one without characters, stays upright
+        assert_eq!(dominant_turn(&[]), 0);
+        assert_eq!(dominant_turn(&[ch('a', 0.0, 0.0, 0.0), ch('b', 0.0, 0.0, 90.0)]), 0);
     }
 
     #[test]
