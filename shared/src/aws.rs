@@ -28,7 +28,7 @@ pub async fn sdk_config() -> SdkConfig {
 ///
 /// Not `aws-config`'s default chain: a function never reads profile files, SSO caches, a credential process or the
 /// instance metadata service. Leaving those providers out spares each cold start their probing and each function
-/// about 0.1 MB of zip (the 5 MB target). The operator CLI, which runs on people's machines, loads the full chain.
+/// about 0.3 MB of zip (the 5 MB target). The operator CLI, which runs on people's machines, loads the full chain.
 pub fn from_env(var: impl Fn(&str) -> Option<String>) -> SdkConfig {
     let mut b = SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())

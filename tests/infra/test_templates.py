@@ -304,9 +304,9 @@ def test_enforce_functions_may_call_exactly_their_crates_permissions_plus_the_ru
         own = {
             "queue": {queue},
             "dlq": {dlq_of(cfn, queue)},
+            # not the idempotency table: an enforcement's ledger write is its own claim (Dedup::Handler)
             "table": {target(env.get(v)) for v in
-                      ("PALISADE_LEDGER_TABLE", "PALISADE_IDEMPOTENCY_TABLE", "PALISADE_VIOLATIONS_TABLE",
-                       "PALISADE_GRANTS_TABLE")},
+                      ("PALISADE_LEDGER_TABLE", "PALISADE_VIOLATIONS_TABLE", "PALISADE_GRANTS_TABLE")},
             "failures": {target(env.get("PALISADE_FAILURES_TOPIC_ARN"))},
             "key": set(resources(cfn, "AWS::KMS::Key")),
             "logs": {log_group},
