@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use aws_smithy_runtime_api::client::http::{
@@ -38,9 +38,25 @@ pub fn connector(connect_timeout: Option<Duration>) -> std::io::Result<Connector
     tcp.enforce_http(false);
     tcp.set_nodelay(true);
     tcp.set_connect_timeout(connect_timeout);
-    let builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(rustls::crypto::ring::default_provider())?;
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls()?);
     Ok(builder.https_or_http().enable_http1().wrap_connector(tcp))
+}
+
+/// TLS settings with the system's root certificates, read and parsed once per process: every connector needs
+/// them (the SDK's pools, one per connect timeout, and the deliver step's client).
+fn tls() -> std::io::Result<rustls::ClientConfig> {
+    static TLS: OnceLock<Result<rustls::ClientConfig, String>> = OnceLock::new();
+    TLS.get_or_init(|| {
+        use hyper_rustls::ConfigBuilderExt;
+        Ok(rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_native_roots()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth())
+    })
+    .clone()
+    .map_err(std::io::Error::other)
 }
 
 /// The SDK's HTTP client (set once on the loader in [`crate::aws::sdk_config`], so every client and credential

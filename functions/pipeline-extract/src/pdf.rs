@@ -518,7 +518,8 @@ struct Glyph {
 /// kerning moves glyphs by a few hundredths.
 const WORD_GAP: f32 = 0.15;
 
-/// The page's glyphs from the character path, leaving out rotated glyphs (watermarks, margin notes).
+/// The page's glyphs from the character path, in the page's reading frame, leaving out glyphs at other angles
+/// (watermarks, margin notes).
 fn glyphs_from_chars(chars: &[pdf_oxide::layout::TextChar]) -> Vec<Glyph> {
     // The page's reading frame is the quarter turn most of its characters share: a page printed in landscape has
     // all its text at 90 degrees and is read in that frame. Characters at other angles (a diagonal watermark, a
