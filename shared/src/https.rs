@@ -235,6 +235,17 @@ mod tests {
         assert!(err.is_timeout(), "{err:?}");
     }
 
+    #[tokio::test]
+    async fn without_root_certificates_every_request_fails_with_that_reason_and_is_not_retried() {
+        let conn = SdkConnector { client: Err(Arc::from("no TLS root certificates: none found")), read_timeout: None };
+        let mut req = HttpRequest::empty();
+        req.set_uri("https://dynamodb.eu-west-1.amazonaws.com/").unwrap();
+        let err = conn.call(req).await.unwrap_err();
+        assert!(err.is_other() && err.as_other().is_none(), "{err:?}");
+        assert!(!err.is_io() && !err.is_timeout(), "a missing trust store is not transient: {err:?}");
+        assert!(format!("{:?}", err).contains("no TLS root certificates"), "{err:?}");
+    }
+
     #[test]
     fn one_pool_per_connect_timeout() {
         let sdk = SdkClient::default();
