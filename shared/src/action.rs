@@ -6,6 +6,7 @@
 //! violation: a duplicate or replayed message finds the ledger entry and changes nothing. Undo reads the ledger
 //! entry, restores the recorded state, and records the undo itself.
 
+use std::collections::HashMap;
 use std::future::Future;
 
 use aws_config::SdkConfig;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::batch::{Dedup, Runner, RunnerConfig};
+use crate::coalesce::Coalescer;
 use crate::config::{Env, TableName, got};
 use crate::envelope::{Envelope, Message};
 use crate::error::{AwsError, Class, Classify};
@@ -192,31 +194,78 @@ impl Classify for ActionError {
     }
 }
 
-/// Where violations are marked enforced.
-#[derive(Clone, Debug)]
-pub struct Violations {
-    db: aws_sdk_dynamodb::Client,
-    table: TableName,
+/// A violation's new state after an enforcement (or undo) of it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mark {
+    /// The violation.
+    pub violation_id: String,
+    /// Its new state (`enforced`, `resolved`, `undone`).
+    pub state: &'static str,
+    /// The ledger entry that explains it.
+    pub ledger_id: String,
 }
 
-impl Violations {
-    /// Over `table` (key `id`).
-    pub fn new(db: aws_sdk_dynamodb::Client, table: TableName) -> Self {
-        Self { db, table }
+/// One record's closing bookkeeping: its settled ledger entry (when it changed) and its violation's mark.
+#[derive(Clone, Debug)]
+struct Closing {
+    entry: Option<LedgerEntry>,
+    mark: Option<Mark>,
+}
+
+/// The most records whose bookkeeping goes out together: two writes each, within BatchWriteItem's 25.
+const CLOSING_GROUP: usize = crate::dynamo::MAX_WRITES / 2;
+
+/// Where enforcements close their books: the settled ledger entry and the violation's new state.
+///
+/// Group-committed ([`crate::coalesce`]): the records of a batch that finish together cost one BatchGetItem of
+/// their violations and one BatchWriteItem of entries and violations, where each used to cost two UpdateItems.
+/// The writes are whole-item puts, which is safe here: the ledger entry is the one this record claimed with
+/// its conditional write, and the violation is read in the same flush and changed only in its state, ledger
+/// id and update time. A scan's `last_seen` written in the milliseconds between that read and the put is lost
+/// until the next scan; the enforcement's state never is.
+pub struct Books {
+    db: aws_sdk_dynamodb::Client,
+    violations: TableName,
+    group: Coalescer<Closing, Result<(), AwsError>>,
+}
+
+impl Books {
+    /// Over the ledger and violations tables; starts the group writer on the current runtime.
+    pub fn new(db: aws_sdk_dynamodb::Client, ledger: TableName, violations: TableName) -> Self {
+        let (db2, ledger2, violations2) = (db.clone(), ledger, violations.clone());
+        let group = Coalescer::spawn(CLOSING_GROUP, move |items: Vec<Closing>| {
+            let (db, ledger, violations) = (db2.clone(), ledger2.clone(), violations2.clone());
+            async move {
+                let n = items.len();
+                let result = write_closings(&db, &ledger, &violations, items).await;
+                vec![result; n]
+            }
+        });
+        Self { db, violations, group }
     }
 
-    /// Sets the violation's state; a violation we do not know (an operator's ad-hoc command) is left alone.
-    pub async fn mark(&self, violation_id: &str, state: &str, ledger_id: &str) -> Result<(), AwsError> {
+    async fn submit(&self, closing: Closing) -> Result<(), ActionError> {
+        self.group.submit(closing).await.map_err(|e| AwsError {
+            op: "dynamodb:BatchWriteItem",
+            class: Class::Transient,
+            code: "GroupWriterStopped".into(),
+            detail: e.to_string(),
+        })??;
+        Ok(())
+    }
+
+    /// Sets one violation's state at once (undo: rare, and alone in its batch).
+    pub async fn mark(&self, m: &Mark) -> Result<(), AwsError> {
         let res = self
             .db
             .update_item()
-            .table_name(self.table.as_str())
-            .key("id", AttributeValue::S(violation_id.to_owned()))
+            .table_name(self.violations.as_str())
+            .key("id", AttributeValue::S(m.violation_id.clone()))
             .update_expression("SET #s = :s, ledger_id = :l, updated_at = :t")
             .condition_expression("attribute_exists(id)")
             .expression_attribute_names("#s", "state")
-            .expression_attribute_values(":s", AttributeValue::S(state.to_owned()))
-            .expression_attribute_values(":l", AttributeValue::S(ledger_id.to_owned()))
+            .expression_attribute_values(":s", AttributeValue::S(m.state.to_owned()))
+            .expression_attribute_values(":l", AttributeValue::S(m.ledger_id.clone()))
             .expression_attribute_values(":t", AttributeValue::S(Utc::now().to_rfc3339()))
             .send()
             .await;
@@ -230,14 +279,55 @@ impl Violations {
     }
 }
 
+/// One flush of [`Books`]: reads the marked violations, then writes entries and violations in one batch. A
+/// violation we do not know (an operator's ad-hoc command) is left alone, as is a repeated item (one message
+/// delivered twice in a batch): the last write of an item wins, and both records get the same answer.
+async fn write_closings(
+    db: &aws_sdk_dynamodb::Client,
+    ledger: &TableName,
+    violations: &TableName,
+    items: Vec<Closing>,
+) -> Result<(), AwsError> {
+    let key = |id: &str| HashMap::from([("id".to_owned(), AttributeValue::S(id.to_owned()))]);
+    let mut marks: HashMap<String, Mark> = HashMap::new();
+    let mut entries: HashMap<String, LedgerEntry> = HashMap::new();
+    for c in items {
+        if let Some(e) = c.entry {
+            entries.insert(e.id.clone(), e);
+        }
+        if let Some(m) = c.mark {
+            marks.insert(m.violation_id.clone(), m);
+        }
+    }
+    let found = if marks.is_empty() {
+        Vec::new()
+    } else {
+        crate::dynamo::get_all(db, violations.as_str(), marks.keys().map(|id| key(id)).collect()).await?
+    };
+    let now = AttributeValue::S(Utc::now().to_rfc3339());
+    let mut writes = Vec::with_capacity(entries.len() + found.len());
+    for e in entries.values() {
+        writes.push((ledger.as_str().to_owned(), crate::dynamo::put(crate::ledger::to_item(e))?));
+    }
+    for mut item in found {
+        let Some(m) = item.get("id").and_then(|v| v.as_s().ok()).and_then(|id| marks.get(id)) else { continue };
+        let (state, ledger_id) = (AttributeValue::S(m.state.to_owned()), AttributeValue::S(m.ledger_id.clone()));
+        item.insert("state".into(), state);
+        item.insert("ledger_id".into(), ledger_id);
+        item.insert("updated_at".into(), now.clone());
+        writes.push((violations.as_str().to_owned(), crate::dynamo::put(item)?));
+    }
+    crate::dynamo::write_all(db, writes).await
+}
+
 /// What the shared flow needs besides the action.
 pub struct ActionCtx<L> {
     /// This function's name (the ledger's actor unless an approver is named).
     pub function: String,
     /// The ledger.
     pub ledger: L,
-    /// Violation states; `None` in unit tests.
-    pub violations: Option<Violations>,
+    /// Settled entries and violation states; `None` in unit tests, which settle through `ledger` alone.
+    pub books: Option<Books>,
 }
 
 /// How a command ended, for logs and tests.
@@ -324,13 +414,13 @@ async fn enforce<A: Action, L: Ledger>(
         },
     };
     let Some(inspection) = inspection else {
-        mark(ctx, req, "resolved", &id).await?;
+        close(ctx, req, None, "resolved", &id).await?;
         return Ok(Handled::Recorded("gone".into()));
     };
     if current.outcome != APPLYING {
         tracing::info!(message = "No change made.", ledger_id = %id, outcome = %current.outcome);
         if current.outcome == "already-compliant" {
-            mark(ctx, req, "resolved", &id).await?;
+            close(ctx, req, None, "resolved", &id).await?;
         }
         return Ok(Handled::Recorded(current.outcome));
     }
@@ -342,22 +432,45 @@ async fn enforce<A: Action, L: Ledger>(
     let mut fields = serde_json::Map::new();
     fields.insert("after".into(), after);
     fields.insert("applied_at".into(), json!(Utc::now().to_rfc3339()));
-    // The ledger first: a crash before the violation's mark leaves an applied entry, and the redelivery finds it
-    // and changes nothing; the next scan sees the resource compliant.
-    ctx.ledger.update(&current, Some("applied"), fields).await?;
-    mark(ctx, req, "enforced", &id).await?;
+    // The entry and the mark go out in one write when grouped. Apart, the ledger goes first: a crash before the
+    // violation's mark leaves an applied entry, and the redelivery finds it and changes nothing. Until the entry
+    // is settled it stays `applying`, and a redelivery re-inspects and settles it with the recorded before state.
+    let settled = match &ctx.books {
+        Some(_) => {
+            let mut settled = current.clone();
+            if let Some(map) = settled.details.as_object_mut() {
+                map.extend(fields);
+            }
+            settled.outcome = "applied".into();
+            Some(settled)
+        }
+        None => {
+            ctx.ledger.update(&current, Some("applied"), fields).await?;
+            None
+        }
+    };
+    close(ctx, req, settled, "enforced", &id).await?;
     tracing::info!(message = "Action applied.", action = A::NAME, ledger_id = %id, policy = %req.policy);
     Ok(Handled::Recorded("applied".into()))
 }
 
-async fn mark<L>(ctx: &ActionCtx<L>, req: &EnforceRequest, state: &str, ledger_id: &str) -> Result<(), ActionError> {
-    if req.mode == Mode::DryRun {
-        return Ok(());
+/// Closes an enforcement's books: the settled entry (when given) and, unless a dry run, the violation's state.
+async fn close<L>(
+    ctx: &ActionCtx<L>,
+    req: &EnforceRequest,
+    entry: Option<LedgerEntry>,
+    state: &'static str,
+    ledger_id: &str,
+) -> Result<(), ActionError> {
+    let mark = (req.mode != Mode::DryRun).then(|| Mark {
+        violation_id: req.violation_id.clone(),
+        state,
+        ledger_id: ledger_id.to_owned(),
+    });
+    match &ctx.books {
+        Some(books) if entry.is_some() || mark.is_some() => books.submit(Closing { entry, mark }).await,
+        _ => Ok(()),
     }
-    if let Some(v) = &ctx.violations {
-        v.mark(&req.violation_id, state, ledger_id).await?;
-    }
-    Ok(())
 }
 
 async fn undo<A: Action, L: Ledger>(
@@ -408,12 +521,16 @@ async fn undo<A: Action, L: Ledger>(
     fields.insert("undone_by".into(), json!(req.requested_by));
     fields.insert("undo_id".into(), json!(undo_id));
     ctx.ledger.update(&entry, None, fields).await?;
-    if let (Some(v), Some(vid)) = (&ctx.violations, entry.details.get("violation_id").and_then(|v| v.as_str())) {
-        v.mark(vid, "undone", &undo_id).await?;
+    if let (Some(b), Some(vid)) = (&ctx.books, entry.details.get("violation_id").and_then(|v| v.as_str())) {
+        b.mark(&Mark { violation_id: vid.to_owned(), state: "undone", ledger_id: undo_id.clone() }).await?;
     }
     tracing::info!(message = "Action undone.", action = A::NAME, ledger_id = %req.ledger_id, undo_id = %undo_id);
     Ok(Handled::Recorded("undone".into()))
 }
+
+/// Records of one batch an enforcement function handles at once, unless `PALISADE_BATCH_CONCURRENCY` says
+/// otherwise: SQS's largest batch.
+pub const ENFORCE_CONCURRENCY: usize = 10;
 
 /// The whole `main` of an enforcement function: configuration, runner, and the shared flow over `action`.
 pub async fn run<A: Action>(action: A, sdk: &SdkConfig) -> Result<(), lambda_runtime::Error> {
@@ -435,13 +552,19 @@ pub async fn run_with<A: Action>(
     let mut runner_cfg = got(runner_cfg, "runner configuration")?;
     // The ledger's derived ids, written conditionally, already make a redelivery change nothing.
     runner_cfg.dedup = Dedup::Handler;
-    let violations = Violations::new(aws_sdk_dynamodb::Client::new(sdk), got(violations, "PALISADE_VIOLATIONS_TABLE")?);
+    // A batch's records act on distinct resources, and their bookkeeping is grouped (`Books`): handled all at
+    // once, a batch of ten closes its books in one read and one write.
+    if std::env::var_os("PALISADE_BATCH_CONCURRENCY").is_none() {
+        runner_cfg.concurrency = ENFORCE_CONCURRENCY;
+    }
+    let books = Books::new(
+        aws_sdk_dynamodb::Client::new(sdk),
+        runner_cfg.ledger_table.clone(),
+        got(violations, "PALISADE_VIOLATIONS_TABLE")?,
+    );
     let runner = Runner::new(runner_cfg, sdk);
-    let ctx = ActionCtx {
-        function: runner.config().function.clone(),
-        ledger: runner.ledger().clone(),
-        violations: Some(violations),
-    };
+    let ctx =
+        ActionCtx { function: runner.config().function.clone(), ledger: runner.ledger().clone(), books: Some(books) };
     let (action, ctx) = (&action, &ctx);
     runner
         .run(move |msg: Envelope<ActionCommand>| async move {
@@ -511,7 +634,7 @@ mod tests {
     }
 
     fn ctx() -> ActionCtx<MemoryLedger> {
-        ActionCtx { function: "enforce-turn-off".into(), ledger: MemoryLedger::default(), violations: None }
+        ActionCtx { function: "enforce-turn-off".into(), ledger: MemoryLedger::default(), books: None }
     }
 
     fn cmd(mode: Mode, params: Value) -> Envelope<ActionCommand> {

@@ -85,7 +85,7 @@ pub trait Classify: std::error::Error + Send + Sync + 'static {
 }
 
 /// A failed AWS call, classified once where it happens.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("{op} failed ({code}): {detail}")]
 pub struct AwsError {
     /// The operation, e.g. `sqs:SendMessage`.

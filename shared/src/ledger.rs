@@ -207,7 +207,8 @@ fn s(v: &str) -> AttributeValue {
     AttributeValue::S(v.to_owned())
 }
 
-fn to_item(e: &LedgerEntry) -> HashMap<String, AttributeValue> {
+/// The stored item of an entry (the enforcement flow batches its settled entries).
+pub(crate) fn to_item(e: &LedgerEntry) -> HashMap<String, AttributeValue> {
     HashMap::from([
         ("id".to_owned(), s(&e.id)),
         ("record_type".to_owned(), s(e.record_type.as_str())),

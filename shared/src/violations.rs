@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -283,48 +283,21 @@ impl ViolationStore {
         Ok(refused)
     }
 
-    /// Writes whole violations (new occurrences), 25 per BatchWriteItem call (DynamoDB's limit), retrying what
-    /// DynamoDB leaves unprocessed under load.
+    /// Writes whole violations, 25 per BatchWriteItem call (DynamoDB's limit), retrying what DynamoDB leaves
+    /// unprocessed under load.
+    ///
+    /// A blind put: the scan writes new occurrences, and the sweep the fields only it changes (reminders,
+    /// `next_step`, and `open` to `enforcing` before it publishes). A concurrent writer's change to the same item
+    /// in the seconds between the sweep's read and this write is put back: a scan's `last_seen` (refreshed by the
+    /// next scan), a scan's `resolved` (the next scan resolves it again, and an enforcement of it finds the
+    /// resource compliant), or an operator's approval (`palisade approve` shows it missing and is run again).
+    /// Conditional updates would close that window at one call per violation, which is most of a sweep's cost.
     pub async fn put_many(&self, violations: &[Violation]) -> Result<(), AwsError> {
-        for chunk in violations.chunks(25) {
-            let mut requests: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|v| {
-                    let put = PutRequest::builder().set_item(Some(to_item(v))).build().map_err(|e| AwsError {
-                        op: "dynamodb:BatchWriteItem",
-                        class: crate::error::Class::Permanent,
-                        code: "ConstructionFailure".into(),
-                        detail: e.to_string(),
-                    })?;
-                    Ok(WriteRequest::builder().put_request(put).build())
-                })
-                .collect::<Result<_, AwsError>>()?;
-            let mut delay = std::time::Duration::from_millis(50);
-            for attempt in 0.. {
-                let out = self
-                    .db
-                    .batch_write_item()
-                    .request_items(self.table.as_str(), requests)
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::new("dynamodb:BatchWriteItem", e))?;
-                requests = out.unprocessed_items.and_then(|mut m| m.remove(self.table.as_str())).unwrap_or_default();
-                if requests.is_empty() {
-                    break;
-                }
-                if attempt == 8 {
-                    return Err(AwsError {
-                        op: "dynamodb:BatchWriteItem",
-                        class: crate::error::Class::Transient,
-                        code: "UnprocessedItems".into(),
-                        detail: format!("{} items still unprocessed after {attempt} retries", requests.len()),
-                    });
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(2));
-            }
-        }
-        Ok(())
+        let requests = violations
+            .iter()
+            .map(|v| crate::dynamo::put(to_item(v)).map(|r| (self.table.as_str().to_owned(), r)))
+            .collect::<Result<Vec<_>, AwsError>>()?;
+        crate::dynamo::write_all(&self.db, requests).await
     }
 
     /// A free-form marker item (digest times, the last scan's counts), kept in the same table under its own id.

@@ -66,6 +66,9 @@ RUNNER_ACTIONS = {
     "dynamodb:PutItem": "table",
     "dynamodb:UpdateItem": "table",
     "dynamodb:DeleteItem": "table",
+    # action.rs: an enforcement's settled entry and violation mark, grouped per batch
+    "dynamodb:BatchGetItem": "table",
+    "dynamodb:BatchWriteItem": "table",
     # incidents, announced on the failures topic (incident.rs)
     "sns:Publish": "failures",
     # the stack's customer-managed key encrypts the queues, topics, tables and environment variables

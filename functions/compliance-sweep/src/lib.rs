@@ -13,7 +13,7 @@ use palisade_shared::config::{BucketName, TopicArn};
 use palisade_shared::envelope::{Envelope, TenantId};
 use palisade_shared::messages::{ReminderDigest, ReminderItem};
 use palisade_shared::publish::Publisher;
-use palisade_shared::violations::{Change, Status, Violation, ViolationStore, text_value, time_value};
+use palisade_shared::violations::{Status, Violation, ViolationStore};
 use serde_json::json;
 
 /// Clients and settings, built once per cold start.
@@ -55,6 +55,8 @@ pub struct SweepReport {
     pub awaiting_approval: usize,
     /// Not yet due.
     pub waiting: usize,
+    /// Enforcing for longer than [`REPUBLISH_AFTER`]: published again.
+    pub republished: usize,
 }
 
 /// Most violations in one digest message. An item is a few hundred bytes (its summary is one sentence), so a
@@ -102,19 +104,26 @@ fn severity_rank(s: &str) -> u8 {
     }
 }
 
-/// A change to `next_step` (and its time), written only when it differs from what the item already says: a
-/// daily sweep over violations that are simply waiting then writes nothing for them.
-fn next_step(v: &Violation, step: &str, at: Option<DateTime<Utc>>) -> Option<Change> {
+/// The violation with a new `next_step` (and its time), only when that differs from what the item already says:
+/// a daily sweep over violations that are simply waiting then writes nothing for them.
+fn next_step(v: &Violation, step: &str, at: Option<DateTime<Utc>>) -> Option<Violation> {
     let same_time = |t: &DateTime<Utc>| v.next_step_at.is_some_and(|x| x.timestamp_millis() == t.timestamp_millis());
     if v.next_step.as_deref() == Some(step) && at.as_ref().is_none_or(same_time) {
         return None;
     }
-    let mut fields = vec![("next_step", text_value(step))];
-    if let Some(t) = at {
-        fields.push(("next_step_at", time_value(&t)));
+    let mut changed = v.clone();
+    changed.next_step = Some(step.to_owned());
+    if at.is_some() {
+        changed.next_step_at = at;
     }
-    Some(Change { id: v.id.clone(), fields, expected: None })
+    Some(changed)
 }
+
+/// How long a violation may stay `enforcing` before the sweep publishes its command again. The sweep marks a
+/// violation before publishing, so a sweep that died in between, or a command lost on the way, would leave it
+/// there for good; publishing again is safe because enforcement is idempotent per occurrence (its ledger
+/// claim), and a command that keeps failing raises an incident each time instead of being forgotten.
+pub const REPUBLISH_AFTER: chrono::Duration = chrono::Duration::hours(6);
 
 /// One sweep at `now`.
 pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, ComplianceError> {
@@ -123,7 +132,18 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
     let mut report = SweepReport { open: open.len(), ..Default::default() };
     let mut digests: BTreeMap<String, Vec<(Violation, u32, &Policy)>> = BTreeMap::new();
     let mut due: Vec<(Violation, &Policy, bool)> = Vec::new();
-    let mut steps: Vec<Change> = Vec::new();
+    let mut steps: Vec<Violation> = Vec::new();
+    for v in deps.store.in_state(Status::Enforcing).await? {
+        let stale = v.next_step_at.is_none_or(|t| now - t >= REPUBLISH_AFTER);
+        match policies.get(&v.policy) {
+            Some(policy) if stale => {
+                tracing::warn!(message = "Still enforcing; publishing the command again.", violation_id = %v.id);
+                report.republished += 1;
+                due.push((v, policy, false));
+            }
+            _ => {}
+        }
+    }
 
     for v in open {
         let Some(policy) = policies.get(&v.policy) else {
@@ -148,7 +168,10 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
             }
         }
     }
-    deps.store.set_many(&steps).await?;
+    // Whole items, 25 per call. Only the sweep writes these fields, and it changes an `open` item's state only
+    // before publishing its command, so no enforcement can have marked it meanwhile. A scan that runs at the same
+    // moment may see its `last_seen` put back until its next run; see `ViolationStore::put_many`.
+    deps.store.put_many(&steps).await?;
 
     for (owner, mut items) in digests {
         let marker = format!("digest#{owner}");
@@ -166,19 +189,16 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
         for (i, chunk) in items.chunks(DIGEST_MAX_ITEMS).enumerate() {
             let digest = digest_part(&owner, chunk, i + 1, parts);
             deps.publisher.publish(&deps.reminders, &Envelope::new(deps.tenant.clone(), digest)).await?;
-            let reminded: Vec<Change> = chunk
+            let reminded: Vec<Violation> = chunk
                 .iter()
-                .map(|(v, n, _)| Change {
-                    id: v.id.clone(),
-                    fields: vec![
-                        ("reminders_sent", aws_sdk_dynamodb::types::AttributeValue::N(n.to_string())),
-                        ("last_reminder_at", time_value(&now)),
-                        ("next_step", text_value("remind")),
-                    ],
-                    expected: Some(Status::Open),
+                .map(|(v, n, _)| Violation {
+                    reminders_sent: *n,
+                    last_reminder_at: Some(now),
+                    next_step: Some("remind".into()),
+                    ..v.clone()
                 })
                 .collect();
-            deps.store.set_many(&reminded).await?;
+            deps.store.put_many(&reminded).await?;
         }
         deps.store.put_marker(&marker, "marker", &json!({"at": now, "items": items.len()})).await?;
         report.digests += 1;
@@ -198,14 +218,16 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
     due.sort_by_key(|(v, _, _)| (severity_rank(&v.severity), v.first_seen));
     let (allowed, deferred) =
         palisade_policy::cap(due, |(v, _, _)| (kind_of(v), v.resource.id.clone()), &scanned, &policies.settings);
-    let deferred_steps: Vec<Change> = deferred.iter().filter_map(|(v, _, _)| next_step(v, "deferred", None)).collect();
-    deps.store.set_many(&deferred_steps).await?;
+    let deferred_steps: Vec<Violation> =
+        deferred.iter().filter_map(|(v, _, _)| next_step(v, "deferred", None)).collect();
+    deps.store.put_many(&deferred_steps).await?;
     report.deferred = deferred.len();
 
-    // One SNS batch (10 messages) per call, and the marks written 8 at a time, each topic's
-    // commands in order of severity. A violation is marked `enforcing` only after its message is out, so a
-    // failed publish leaves it open for the next sweep; the mark is conditional on `open`, so an enforcement
-    // that finished first is never set back.
+    // Each topic's commands in order of severity, 100 at a time: marked `enforcing` first (25 per call), then
+    // published (10 per SNS call). Marking first means the enforcement, which may finish within milliseconds of
+    // the publish, always finds the violation `enforcing` and its `enforced` is never overwritten. A command SNS
+    // refuses is put back to `open` for the next sweep; one lost after a crash is published again after
+    // [`REPUBLISH_AFTER`].
     let mut by_topic: BTreeMap<String, Vec<(Violation, &Policy, bool)>> = BTreeMap::new();
     for item in allowed {
         by_topic.entry(item.1.action.kind.as_str().to_owned()).or_default().push(item);
@@ -216,6 +238,22 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
             .parse()
             .map_err(|e: String| ComplianceError::Policy(format!("action topic for {action}: {e}")))?;
         for chunk in items.chunks(100) {
+            let marks: Vec<Violation> = chunk
+                .iter()
+                .filter_map(|(v, _, dry_run)| {
+                    if *dry_run {
+                        next_step(v, "dry-run", None)
+                    } else {
+                        Some(Violation {
+                            state: Status::Enforcing,
+                            next_step: Some("enforce".into()),
+                            next_step_at: Some(now),
+                            ..v.clone()
+                        })
+                    }
+                })
+                .collect();
+            deps.store.put_many(&marks).await?;
             let envs: Vec<Envelope<ActionCommand>> = chunk
                 .iter()
                 .map(|(v, policy, dry_run)| {
@@ -235,29 +273,22 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
                 })
                 .collect();
             let failed = deps.publisher.publish_batch(&topic, &envs).await?;
-            let mut marks = Vec::with_capacity(chunk.len());
+            let mut back = Vec::new();
             for (i, ((v, _, dry_run), env)) in chunk.iter().zip(&envs).enumerate() {
                 if failed.contains(&i) {
                     unpublished += 1;
+                    if !*dry_run {
+                        back.push(v.clone());
+                    }
                     continue;
                 }
                 if *dry_run {
-                    marks.extend(next_step(v, "dry-run", None));
                     report.dry_runs += 1;
-                } else {
-                    marks.push(Change {
-                        id: v.id.clone(),
-                        fields: vec![
-                            ("state", text_value(Status::Enforcing.as_str())),
-                            ("next_step", text_value("enforce")),
-                        ],
-                        expected: Some(Status::Open),
-                    });
                 }
                 report.enforced += 1;
                 tracing::info!(message = "Enforcement requested.", violation_id = %v.id, action = %action, dry_run = *dry_run, correlation_id = %env.correlation_id);
             }
-            deps.store.set_many(&marks).await?;
+            deps.store.put_many(&back).await?;
         }
     }
     tracing::info!(

@@ -23,6 +23,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from . import deploy
 
+# Lambda's SQS pollers long-poll for 20 s. A shorter wait only adds empty ReceiveMessage calls, and every call
+# costs moto, which serves the functions too, the same fixed overhead.
+POLL_WAIT_S = 20
+
 
 class InvokeError(Exception):
     def __init__(self, error_type, message):
@@ -261,7 +265,7 @@ class LambdaService:
         while not self.stop_event.is_set():
             try:
                 got = sqs.receive_message(
-                    QueueUrl=m["queue_url"], MaxNumberOfMessages=m["batch_size"], WaitTimeSeconds=1,
+                    QueueUrl=m["queue_url"], MaxNumberOfMessages=m["batch_size"], WaitTimeSeconds=POLL_WAIT_S,
                     AttributeNames=["All"], MessageAttributeNames=["All"],
                 ).get("Messages", [])
             except Exception:  # moto going away at shutdown
@@ -323,7 +327,9 @@ class LambdaService:
 
     def stop(self):
         self.stop_event.set()
+        # a poller may be inside a 20 s long poll; it is a daemon thread and ends with moto, so wait briefly
+        deadline = time.monotonic() + 2
         for t in self.threads:
-            t.join(5)
+            t.join(max(0.0, deadline - time.monotonic()))
         for f in self.functions.values():
             f.stop()
