@@ -203,6 +203,9 @@ pub struct Mark {
     pub state: &'static str,
     /// The ledger entry that explains it.
     pub ledger_id: String,
+    /// Only while the violation is still this occurrence (its `first_seen`): a late command of an earlier
+    /// occurrence never marks the violation that came back since. `None`: whatever occurrence.
+    pub occurrence: Option<String>,
 }
 
 /// One record's closing bookkeeping: its settled ledger entry (when it changed) and its violation's mark.
@@ -311,6 +314,11 @@ async fn write_closings(
     }
     for mut item in found {
         let Some(m) = item.get("id").and_then(|v| v.as_s().ok()).and_then(|id| marks.get(id)) else { continue };
+        let first_seen = item.get("first_seen").and_then(|v| v.as_s().ok());
+        if m.occurrence.as_ref().is_some_and(|o| first_seen != Some(o)) {
+            tracing::info!(message = "Violation came back since; its new occurrence is left alone.", violation_id = %m.violation_id);
+            continue;
+        }
         let (state, ledger_id) = (AttributeValue::S(m.state.to_owned()), AttributeValue::S(m.ledger_id.clone()));
         item.insert("state".into(), state);
         item.insert("ledger_id".into(), ledger_id);
@@ -407,10 +415,22 @@ async fn enforce<A: Action, L: Ledger>(
         Recorded::Duplicate => match ctx.ledger.get(&id).await? {
             // A retry after a crash mid-apply: its entry holds the state to undo to.
             Some(e) if e.outcome == APPLYING => e,
-            _ => {
+            Some(e) => {
                 tracing::info!(message = "Already enforced; nothing to do.", ledger_id = %id);
+                // The resource is done with, but the violation's mark may not be: a command published again
+                // for a violation still `enforcing` (see the sweep) closes its books from the entry.
+                let undone = e.details.get("undone_at").is_some_and(|v| !v.is_null());
+                let state = match e.outcome.as_str() {
+                    "applied" if !undone => Some("enforced"),
+                    "gone" | "already-compliant" => Some("resolved"),
+                    _ => None,
+                };
+                if let Some(state) = state {
+                    close(ctx, req, None, state, &id).await?;
+                }
                 return Ok(Handled::AlreadyDone);
             }
+            None => return Ok(Handled::AlreadyDone),
         },
     };
     let Some(inspection) = inspection else {
@@ -466,6 +486,7 @@ async fn close<L>(
         violation_id: req.violation_id.clone(),
         state,
         ledger_id: ledger_id.to_owned(),
+        occurrence: req.occurrence.clone(),
     });
     match &ctx.books {
         Some(books) if entry.is_some() || mark.is_some() => books.submit(Closing { entry, mark }).await,
@@ -522,7 +543,8 @@ async fn undo<A: Action, L: Ledger>(
     fields.insert("undo_id".into(), json!(undo_id));
     ctx.ledger.update(&entry, None, fields).await?;
     if let (Some(b), Some(vid)) = (&ctx.books, entry.details.get("violation_id").and_then(|v| v.as_str())) {
-        b.mark(&Mark { violation_id: vid.to_owned(), state: "undone", ledger_id: undo_id.clone() }).await?;
+        b.mark(&Mark { violation_id: vid.to_owned(), state: "undone", ledger_id: undo_id.clone(), occurrence: None })
+            .await?;
     }
     tracing::info!(message = "Action undone.", action = A::NAME, ledger_id = %req.ledger_id, undo_id = %undo_id);
     Ok(Handled::Recorded("undone".into()))

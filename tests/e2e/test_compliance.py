@@ -107,8 +107,9 @@ class World:
         tags = [{"ResourceType": "instance", "Tags": [{"Key": "owner", "Value": owner}]}]
         return self.ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, TagSpecifications=tags)["Instances"][0]["InstanceId"]
 
-    def security_group(self, cidr):
-        gid = self.ec2.create_security_group(GroupName=f"sg-{cidr.replace('/', '_')}-{self.tag}", Description="t")["GroupId"]
+    def security_group(self, cidr, name=""):
+        group = f"sg-{cidr.replace('/', '_')}-{self.tag}{name}"
+        gid = self.ec2.create_security_group(GroupName=group, Description="t")["GroupId"]
         self.ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=[
             {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": cidr}]}])
         return gid
@@ -287,3 +288,42 @@ exceptions:
     undos = wait_for(lambda: [u for u in w.ledger("undo") if u["resource"] in resources] if len(
         [u for u in w.ledger("undo") if u["resource"] in resources]) == 7 else None, what="seven undo entries")
     assert all(u["actor"] == "dave@example.com" for u in undos)
+
+
+def test_a_violation_left_enforcing_is_published_again_after_six_hours(stack):
+    w = World(stack)
+    lam = stack.lambdas
+    t0 = dt.datetime.now(UTC) + dt.timedelta(days=300)
+    w.upload_policies("exceptions: []\n")
+    lost, recent = w.security_group("0.0.0.0/0", "-lost"), w.security_group("0.0.0.0/0", "-recent")
+    lam.fire("compliance-scan", iso(t0))
+    table = w.db.Table(w.st.physical["ViolationsTable"])
+
+    # GIVEN two violations marked enforcing whose commands never arrived: one 7 h ago (a sweep that died between
+    # marking and publishing), one 1 h ago (its command may still be on the way)
+    for gid, hours in ((lost, 7), (recent, 1)):
+        table.update_item(Key={"id": f"sg-open-ssh#{gid}"}, UpdateExpression="SET #s = :s, next_step_at = :t",
+                          ExpressionAttributeNames={"#s": "state"},
+                          ExpressionAttributeValues={":s": "enforcing", ":t": iso(t0 - dt.timedelta(hours=hours))})
+
+    # WHEN the sweep runs at t0
+    r = lam.fire("compliance-sweep", iso(t0))
+
+    # THEN only the one enforcing for longer than six hours is published again, and then enforced
+    assert r["republished"] >= 1, r
+    v = w.violations()
+    assert v[f"sg-open-ssh#{lost}"]["next_step_at"].startswith(iso(t0)[:19]), v[f"sg-open-ssh#{lost}"]
+    assert v[f"sg-open-ssh#{recent}"]["next_step_at"].startswith(iso(t0 - dt.timedelta(hours=1))[:19])
+    wait_for(lambda: not w.world_open(lost), what="the lost command's SSH rule to be revoked")
+    wait_for(lambda: w.violations()[f"sg-open-ssh#{lost}"]["state"] == "enforced", what="the violation enforced")
+    assert w.world_open(recent) and w.violations()[f"sg-open-ssh#{recent}"]["state"] == "enforcing"
+
+    # WHEN an enforced violation is found `enforcing` again (its mark lost) and published once more
+    table.update_item(Key={"id": f"sg-open-ssh#{lost}"}, UpdateExpression="SET #s = :s, next_step_at = :t",
+                      ExpressionAttributeNames={"#s": "state"},
+                      ExpressionAttributeValues={":s": "enforcing", ":t": iso(t0)})
+    entries = len([e for e in w.ledger() if e["resource"] == lost])
+    lam.fire("compliance-sweep", iso(t0 + dt.timedelta(days=1)))
+    # THEN the enforcement changes nothing on the resource, and closes the violation's books from its entry
+    wait_for(lambda: w.violations()[f"sg-open-ssh#{lost}"]["state"] == "enforced", what="the violation enforced again")
+    assert len([e for e in w.ledger() if e["resource"] == lost]) == entries == 1
