@@ -137,7 +137,7 @@ pub trait Action: Send + Sync {
 }
 
 /// Why an action failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ActionError {
     /// Sent to the wrong function: a topic or subscription is miswired.
     #[error("command for action `{found}` delivered to `{expected}`")]
@@ -230,11 +230,17 @@ pub struct Books {
     db: aws_sdk_dynamodb::Client,
     violations: TableName,
     group: Coalescer<Closing, Result<(), AwsError>>,
+    claims: Coalescer<LedgerEntry, Result<Option<LedgerEntry>, ActionError>>,
 }
 
 impl Books {
     /// Over the ledger and violations tables; starts the group writer on the current runtime.
     pub fn new(db: aws_sdk_dynamodb::Client, ledger: TableName, violations: TableName) -> Self {
+        let (db3, ledger3) = (db.clone(), ledger.clone());
+        let claims = Coalescer::spawn(crate::dynamo::MAX_WRITES, move |entries: Vec<LedgerEntry>| {
+            let (db, ledger) = (db3.clone(), ledger3.clone());
+            async move { write_claims(&db, &ledger, entries).await }
+        });
         let (db2, ledger2, violations2) = (db.clone(), ledger, violations.clone());
         let group = Coalescer::spawn(CLOSING_GROUP, move |items: Vec<Closing>| {
             let (db, ledger, violations) = (db2.clone(), ledger2.clone(), violations2.clone());
@@ -244,7 +250,7 @@ impl Books {
                 vec![result; n]
             }
         });
-        Self { db, violations, group }
+        Self { db, violations, group, claims }
     }
 
     async fn submit(&self, closing: Closing) -> Result<(), ActionError> {
@@ -255,6 +261,21 @@ impl Books {
             detail: e.to_string(),
         })??;
         Ok(())
+    }
+
+    /// Claims an entry that is about to change a resource: `None` when claimed, or the entry already there (a
+    /// redelivery). Grouped: one BatchGetItem and one BatchWriteItem for the records of a batch, where each
+    /// was a conditional PutItem. The window this opens (two deliveries of one command, both reading before
+    /// either writes) lets both act, which every action tolerates, and both claims record the same state
+    /// before the change; entries that change nothing are still written conditionally.
+    pub async fn claim(&self, entry: &LedgerEntry) -> Result<Option<Option<LedgerEntry>>, ActionError> {
+        let found = self.claims.submit(entry.clone()).await.map_err(|e| AwsError {
+            op: "dynamodb:BatchWriteItem",
+            class: Class::Transient,
+            code: "GroupWriterStopped".into(),
+            detail: e.to_string(),
+        })??;
+        Ok(found.map(Some))
     }
 
     /// Sets one violation's state at once (undo: rare, and alone in its batch).
@@ -279,6 +300,53 @@ impl Books {
                 if e.is_code("ConditionalCheckFailedException") { Ok(()) } else { Err(e) }
             }
         }
+    }
+}
+
+/// One flush of [`Books::claim`]: reads the entries' ids, then writes those not there yet. Of two entries with
+/// one id in a group (one command delivered twice), the first is written and the second finds it.
+async fn write_claims(
+    db: &aws_sdk_dynamodb::Client,
+    ledger: &TableName,
+    entries: Vec<LedgerEntry>,
+) -> Vec<Result<Option<LedgerEntry>, ActionError>> {
+    let fail = |e: ActionError, n: usize| (0..n).map(|_| Err(e.clone())).collect::<Vec<_>>();
+    let n = entries.len();
+    let mut ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let keys = ids.iter().map(|id| HashMap::from([("id".to_owned(), AttributeValue::S((*id).to_owned()))])).collect();
+    let found = match crate::dynamo::get_all(db, ledger.as_str(), keys).await {
+        Ok(items) => items,
+        Err(e) => return fail(e.into(), n),
+    };
+    let mut existing: HashMap<String, LedgerEntry> = HashMap::new();
+    for item in &found {
+        match crate::ledger::from_item(item) {
+            Ok(e) => {
+                existing.insert(e.id.clone(), e);
+            }
+            Err(e) => return fail(e.into(), n),
+        }
+    }
+    let mut results = Vec::with_capacity(n);
+    let mut writes = Vec::new();
+    for e in entries {
+        match existing.get(&e.id) {
+            Some(there) => results.push(Ok(Some(there.clone()))),
+            None => {
+                match crate::dynamo::put(crate::ledger::to_item(&e)) {
+                    Ok(w) => writes.push((ledger.as_str().to_owned(), w)),
+                    Err(err) => return fail(err.into(), n),
+                }
+                results.push(Ok(None));
+                existing.insert(e.id.clone(), e);
+            }
+        }
+    }
+    match crate::dynamo::write_all(db, writes).await {
+        Ok(()) => results,
+        Err(e) => fail(e.into(), n),
     }
 }
 
@@ -408,11 +476,20 @@ async fn enforce<A: Action, L: Ledger>(
         correlation_id: msg.correlation_id,
         details,
     };
-    // The conditional write is the claim: the state before any change is on record before the change is made,
-    // and a second delivery of the same enforcement finds the entry.
-    let current = match ctx.ledger.record(&entry).await? {
-        Recorded::New => entry,
-        Recorded::Duplicate => match ctx.ledger.get(&id).await? {
+    // The claim: the state before any change is on record before the change is made, and a second delivery of
+    // the same enforcement finds the entry. An entry that will change something is claimed in a group (see
+    // `Books::claim`); one that records no change keeps its conditional write, so it can never overwrite the
+    // entry of a duplicate that did change something.
+    let claimed = match &ctx.books {
+        Some(books) if entry.outcome == APPLYING => books.claim(&entry).await?,
+        _ => match ctx.ledger.record(&entry).await? {
+            Recorded::New => None,
+            Recorded::Duplicate => Some(ctx.ledger.get(&id).await?),
+        },
+    };
+    let current = match claimed {
+        None => entry,
+        Some(existing) => match existing {
             // A retry after a crash mid-apply: its entry holds the state to undo to.
             Some(e) if e.outcome == APPLYING => e,
             Some(e) => {

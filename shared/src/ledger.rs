@@ -115,7 +115,7 @@ pub enum Recorded {
 }
 
 /// Why the ledger could not be read or written.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum LedgerError {
     /// DynamoDB failed.
     #[error(transparent)]

@@ -3,7 +3,7 @@
 //! whose reminders and grace are used up, to that action's own SNS topic, within the blast-radius caps. Approval-
 //! gated policies wait for an approver; dry-run policies send dry-run commands.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use chrono::{DateTime, Utc};
 use compliance_scan::{ComplianceError, LAST_SCAN, load_policies};
@@ -63,6 +63,12 @@ pub struct SweepReport {
 /// part stays far below SNS's 256 KiB message limit; a long list (e.g. every untagged resource falls to the
 /// fallback owner) goes out as several parts instead of failing the whole sweep.
 pub const DIGEST_MAX_ITEMS: usize = 100;
+
+/// A violation due for enforcement, its policy, and whether only as a dry run.
+type Due<'a> = (Violation, &'a Policy, bool);
+
+/// Commands per SNS PublishBatch call (SNS's limit).
+const PUBLISH_BATCH: usize = 10;
 
 /// Part `part` of `parts` of `owner`'s digest.
 pub fn digest_part(owner: &str, items: &[(Violation, u32, &Policy)], part: usize, parts: usize) -> ReminderDigest {
@@ -223,44 +229,63 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
     deps.store.put_many(&deferred_steps).await?;
     report.deferred = deferred.len();
 
-    // Each topic's commands in order of severity, 100 at a time: marked `enforcing` first (25 per call), then
-    // published (10 per SNS call). Marking first means the enforcement, which may finish within milliseconds of
-    // the publish, always finds the violation `enforcing` and its `enforced` is never overwritten. A command SNS
-    // refuses is put back to `open` for the next sweep; one lost after a crash is published again after
+    // Each topic's commands in order of severity, the topics in turn, one SNS batch (10) from each per round:
+    // every enforcement function starts at once and no action waits behind another's backlog, and no queue
+    // holds more than its share. A round's violations are marked `enforcing` first (25 per call), then
+    // published. Marking first means the enforcement, which may finish within milliseconds of the publish,
+    // always finds the violation `enforcing` and its `enforced` is never overwritten. A command SNS refuses is
+    // put back to `open` for the next sweep; one lost after a crash is published again after
     // [`REPUBLISH_AFTER`].
-    let mut by_topic: BTreeMap<String, Vec<(Violation, &Policy, bool)>> = BTreeMap::new();
+    let mut by_topic: BTreeMap<String, VecDeque<Due>> = BTreeMap::new();
     for item in allowed {
-        by_topic.entry(item.1.action.kind.as_str().to_owned()).or_default().push(item);
+        by_topic.entry(item.1.action.kind.as_str().to_owned()).or_default().push_back(item);
     }
-    let mut unpublished = 0;
+    let mut topics = Vec::with_capacity(by_topic.len());
     for (action, items) in by_topic {
         let topic: TopicArn = format!("{}{action}", deps.action_topic_prefix)
             .parse()
             .map_err(|e: String| ComplianceError::Policy(format!("action topic for {action}: {e}")))?;
-        for chunk in items.chunks(100) {
-            let marks: Vec<Violation> = chunk
-                .iter()
-                .filter_map(|(v, _, dry_run)| {
-                    if *dry_run {
-                        next_step(v, "dry-run", None)
-                    } else {
-                        Some(Violation {
-                            state: Status::Enforcing,
-                            next_step: Some("enforce".into()),
-                            next_step_at: Some(now),
-                            ..v.clone()
-                        })
-                    }
-                })
-                .collect();
-            deps.store.put_many(&marks).await?;
+        topics.push((action, topic, items));
+    }
+    let mut unpublished = 0;
+    loop {
+        let round: Vec<(&str, &TopicArn, Vec<Due>)> = topics
+            .iter_mut()
+            .filter(|(_, _, items)| !items.is_empty())
+            .map(|(action, topic, items)| {
+                let n = items.len().min(PUBLISH_BATCH);
+                (action.as_str(), &*topic, items.drain(..n).collect())
+            })
+            .collect();
+        if round.is_empty() {
+            break;
+        }
+        let marks: Vec<Violation> = round
+            .iter()
+            .flat_map(|(_, _, chunk)| chunk)
+            .filter_map(|(v, _, dry_run)| {
+                if *dry_run {
+                    next_step(v, "dry-run", None)
+                } else {
+                    Some(Violation {
+                        state: Status::Enforcing,
+                        next_step: Some("enforce".into()),
+                        next_step_at: Some(now),
+                        ..v.clone()
+                    })
+                }
+            })
+            .collect();
+        deps.store.put_many(&marks).await?;
+        let mut back = Vec::new();
+        for (n, (action, topic, chunk)) in round.iter().enumerate() {
             let envs: Vec<Envelope<ActionCommand>> = chunk
                 .iter()
                 .map(|(v, policy, dry_run)| {
                     Envelope::new(
                         deps.tenant.clone(),
                         ActionCommand::Enforce(EnforceRequest {
-                            action: action.clone(),
+                            action: (*action).to_owned(),
                             violation_id: v.id.clone(),
                             policy: policy.name.clone(),
                             resource: v.resource.clone(),
@@ -272,8 +297,16 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
                     )
                 })
                 .collect();
-            let failed = deps.publisher.publish_batch(&topic, &envs).await?;
-            let mut back = Vec::new();
+            let failed = match deps.publisher.publish_batch(topic, &envs).await {
+                Ok(failed) => failed,
+                Err(e) => {
+                    // Nothing of this chunk or the rest of the round went out: back to `open` before failing.
+                    let rest = round[n..].iter().flat_map(|(_, _, c)| c).filter(|(_, _, dry)| !*dry);
+                    back.extend(rest.map(|(v, _, _)| v.clone()));
+                    deps.store.put_many(&back).await?;
+                    return Err(e.into());
+                }
+            };
             for (i, ((v, _, dry_run), env)) in chunk.iter().zip(&envs).enumerate() {
                 if failed.contains(&i) {
                     unpublished += 1;
@@ -288,8 +321,8 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
                 report.enforced += 1;
                 tracing::info!(message = "Enforcement requested.", violation_id = %v.id, action = %action, dry_run = *dry_run, correlation_id = %env.correlation_id);
             }
-            deps.store.put_many(&back).await?;
         }
+        deps.store.put_many(&back).await?;
     }
     tracing::info!(
         message = "Sweep finished.",

@@ -1,9 +1,12 @@
 //! `revoke-open-ssh`: removes the parts of a security group's ingress rules that open a port (22 by default) to
 //! the whole internet; other sources in the same rules stay. Undo authorises exactly what was revoked.
 
-use aws_sdk_ec2::types::{IpPermission, IpRange, Ipv6Range};
+use std::collections::HashMap;
+
+use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range};
 use palisade_shared::action::{Action, ActionError, Inspection, ResourceRef};
-use palisade_shared::error::AwsError;
+use palisade_shared::coalesce::Coalescer;
+use palisade_shared::error::{AwsError, Class};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -85,16 +88,54 @@ fn rules_of(state: &Value) -> Result<Vec<OpenRule>, ActionError> {
         .map_err(|e| ActionError::State(format!("open_rules: {e}")))
 }
 
+/// A group's ingress rules, `None` when the group is gone.
+type Described = Result<Option<Vec<IpPermission>>, AwsError>;
+
 /// The action, holding its EC2 client.
 pub struct RevokeOpenSsh {
     ec2: aws_sdk_ec2::Client,
+    /// The records of a batch re-check their groups in one DescribeSecurityGroups call.
+    describe: Coalescer<String, Described>,
 }
 
+/// Groups re-checked per DescribeSecurityGroups call: a whole SQS batch.
+const DESCRIBE_GROUP: usize = 10;
+
 impl RevokeOpenSsh {
-    /// Builds the client once per cold start.
+    /// Builds the client once per cold start (inside the Tokio runtime: the grouped describe is a task).
     pub fn new(sdk: &aws_config::SdkConfig) -> Self {
-        Self { ec2: aws_sdk_ec2::Client::new(sdk) }
+        let ec2 = aws_sdk_ec2::Client::new(sdk);
+        let client = ec2.clone();
+        let describe = Coalescer::spawn(DESCRIBE_GROUP, move |ids: Vec<String>| {
+            let ec2 = client.clone();
+            async move { describe(&ec2, ids).await }
+        });
+        Self { ec2, describe }
     }
+}
+
+/// The ingress rules of `ids`, in order. By filter rather than by id: an id list fails whole when one group is
+/// gone, a filter simply leaves it out.
+async fn describe(ec2: &aws_sdk_ec2::Client, ids: Vec<String>) -> Vec<Described> {
+    let filter = Filter::builder().name("group-id").set_values(Some(ids.clone())).build();
+    let mut rules = HashMap::new();
+    let mut pages = ec2.describe_security_groups().filters(filter).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        match page {
+            Ok(out) => {
+                for g in out.security_groups() {
+                    if let Some(id) = g.group_id() {
+                        rules.insert(id.to_owned(), g.ip_permissions().to_vec());
+                    }
+                }
+            }
+            Err(e) => {
+                let e = AwsError::new("ec2:DescribeSecurityGroups", e);
+                return ids.iter().map(|_| Err(e.clone())).collect();
+            }
+        }
+    }
+    ids.iter().map(|id| Ok(rules.get(id).cloned())).collect()
 }
 
 impl Action for RevokeOpenSsh {
@@ -104,18 +145,15 @@ impl Action for RevokeOpenSsh {
     type Params = RevokeOpenSshParams;
 
     async fn inspect(&self, t: &ResourceRef) -> Result<Option<Inspection>, ActionError> {
-        let out = match self.ec2.describe_security_groups().group_ids(&t.id).send().await {
-            Ok(o) => o,
-            Err(e) => {
-                let e = AwsError::new("ec2:DescribeSecurityGroups", e);
-                return if e.is_code("InvalidGroup.NotFound") { Ok(None) } else { Err(e.into()) };
-            }
-        };
-        let Some(group) = out.security_groups().iter().find(|g| g.group_id() == Some(t.id.as_str())) else {
-            return Ok(None);
-        };
+        let described = self.describe.submit(t.id.clone()).await.map_err(|e| AwsError {
+            op: "ec2:DescribeSecurityGroups",
+            class: Class::Transient,
+            code: "GroupStopped".into(),
+            detail: e.to_string(),
+        })?;
+        let Some(permissions) = described? else { return Ok(None) };
         let port = t.attributes.get("port").and_then(Value::as_i64).and_then(|p| i32::try_from(p).ok()).unwrap_or(22);
-        let open = open_rules(group.ip_permissions(), port);
+        let open = open_rules(&permissions, port);
         Ok(Some(Inspection { violating: !open.is_empty(), state: json!({"port": port, "open_rules": open}) }))
     }
 

@@ -1,8 +1,11 @@
 //! `stop-instance`: stops a running EC2 instance; undo starts it again if it was running before.
 
-use aws_sdk_ec2::types::InstanceStateName;
+use std::collections::HashMap;
+
+use aws_sdk_ec2::types::{Filter, InstanceStateName};
 use palisade_shared::action::{Action, ActionError, Inspection, ResourceRef};
-use palisade_shared::error::AwsError;
+use palisade_shared::coalesce::Coalescer;
+use palisade_shared::error::{AwsError, Class};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -15,16 +18,54 @@ pub struct StopInstanceParams {
     pub hibernate: bool,
 }
 
+/// An instance's state, `None` when it is gone (absent or terminated).
+type Described = Result<Option<InstanceStateName>, AwsError>;
+
 /// The action, holding its EC2 client.
 pub struct StopInstance {
     ec2: aws_sdk_ec2::Client,
+    /// The records of a batch re-check their instances in one DescribeInstances call.
+    describe: Coalescer<String, Described>,
 }
 
+/// Instances re-checked per DescribeInstances call: a whole SQS batch.
+const DESCRIBE_GROUP: usize = 10;
+
 impl StopInstance {
-    /// Builds the client once per cold start.
+    /// Builds the client once per cold start (inside the Tokio runtime: the grouped describe is a task).
     pub fn new(sdk: &aws_config::SdkConfig) -> Self {
-        Self { ec2: aws_sdk_ec2::Client::new(sdk) }
+        let ec2 = aws_sdk_ec2::Client::new(sdk);
+        let client = ec2.clone();
+        let describe = Coalescer::spawn(DESCRIBE_GROUP, move |ids: Vec<String>| {
+            let ec2 = client.clone();
+            async move { describe(&ec2, ids).await }
+        });
+        Self { ec2, describe }
     }
+}
+
+/// The states of `ids`, in order. By filter rather than by id: an id list fails whole when one instance is
+/// gone, a filter simply leaves it out.
+async fn describe(ec2: &aws_sdk_ec2::Client, ids: Vec<String>) -> Vec<Described> {
+    let filter = Filter::builder().name("instance-id").set_values(Some(ids.clone())).build();
+    let mut states = HashMap::new();
+    let mut pages = ec2.describe_instances().filters(filter).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        match page {
+            Ok(out) => {
+                for i in out.reservations().iter().flat_map(|r| r.instances()) {
+                    if let (Some(id), Some(state)) = (i.instance_id(), i.state().and_then(|s| s.name())) {
+                        states.insert(id.to_owned(), state.clone());
+                    }
+                }
+            }
+            Err(e) => {
+                let e = AwsError::new("ec2:DescribeInstances", e);
+                return ids.iter().map(|_| Err(e.clone())).collect();
+            }
+        }
+    }
+    ids.iter().map(|id| Ok(states.get(id).filter(|s| **s != InstanceStateName::Terminated).cloned())).collect()
 }
 
 fn is_running(state: &str) -> bool {
@@ -37,18 +78,13 @@ impl Action for StopInstance {
     type Params = StopInstanceParams;
 
     async fn inspect(&self, t: &ResourceRef) -> Result<Option<Inspection>, ActionError> {
-        let out = match self.ec2.describe_instances().instance_ids(&t.id).send().await {
-            Ok(o) => o,
-            Err(e) => {
-                let e = AwsError::new("ec2:DescribeInstances", e);
-                return if e.is_code("InvalidInstanceID.NotFound") { Ok(None) } else { Err(e.into()) };
-            }
-        };
-        let instance = out.reservations().iter().flat_map(|r| r.instances()).find(|i| i.instance_id() == Some(&t.id));
-        let Some(state) = instance.and_then(|i| i.state()).and_then(|s| s.name()) else { return Ok(None) };
-        if *state == InstanceStateName::Terminated {
-            return Ok(None);
-        }
+        let described = self.describe.submit(t.id.clone()).await.map_err(|e| AwsError {
+            op: "ec2:DescribeInstances",
+            class: Class::Transient,
+            code: "GroupStopped".into(),
+            detail: e.to_string(),
+        })?;
+        let Some(state) = described? else { return Ok(None) };
         Ok(Some(Inspection { violating: is_running(state.as_str()), state: json!({"state": state.as_str()}) }))
     }
 
