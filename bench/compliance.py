@@ -548,16 +548,23 @@ How it is measured and what differs:
 - Palisade's phases: "scan" is the scan invocation; "sweeps" the {len(sweeps)} sweep invocations: the reminder
   digests, then {sum(x.get('enforced', 0) for x in sweeps)} enforcement messages published to the six action topics,
   {deferred_note};
-  "enforce" runs from the end of the last sweep until every enforcement queue is empty and no violation is still
-  `enforcing` (enforcement starts while the sweeps are still publishing). The emulator runs one warm process per
-  function, batches of 10, the six enforce-* functions in parallel; real Lambda would scale them out.
+  "enforce" runs from the end of the last sweep until the enforce-* functions have handled every published
+  command, counted from the emulator's own record of batches, not by asking moto (enforcement starts while the
+  sweeps are still publishing); then every queue is checked empty and no violation `enforcing`. The emulator
+  runs one warm process per function, batches of 10, the six enforce-* functions in parallel, each long-polling
+  20 s as Lambda does; real Lambda would also scale them out.
 - Custodian's "scan" is the sum of its policies' resource times (listing, augmenting, filtering), "enforce" the
   sum of their action times; its total also counts the process start and policy loading. It acts on first
   sight: it has no reminders, grace periods, approvals, exceptions, ledger or undo. Palisade's figures include all
   of that: violations upserted in DynamoDB, one reminder digest per owner, every enforcement's before state in
-  the ledger before the change (the conditional write that also stops a duplicate), the after state, and the
-  violation marked enforced. The sweep publishes 10 commands per SNS call; the scan writes new violations 25 per
-  call.
+  the ledger before the change (the claim that also stops a duplicate), the after state, and the violation
+  marked enforced; the records of a batch make those writes together (one BatchGetItem and one BatchWriteItem
+  for their claims, the same for their after states and marks). The sweep marks violations 25 per call and
+  publishes 10 commands per SNS call, one batch per action topic in turn; the scan writes new violations 25
+  per call.
+- moto's SQS walks the whole queue for every message it receives or SNS delivers to it (each computes all the
+  queue's attributes), so that part of moto's work grows with how deep the enforcement queues get. A profile of
+  moto (py-spy) put a third of its CPU there in an earlier run; Custodian has no queues.
 - Time: moto stamps instances and access keys with their creation time. Palisade runs at now + {OFFSET_DAYS} days
   through its scheduled events' time; Custodian runs through `bench/c7n/custodian_at.py`, which moves its
   `datetime.datetime.now()` by the same offset (libfaketime would too, but multiplies Custodian's CPU time).

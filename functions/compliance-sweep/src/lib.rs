@@ -277,8 +277,8 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
             })
             .collect();
         deps.store.put_many(&marks).await?;
-        let mut back = Vec::new();
-        for (n, (action, topic, chunk)) in round.iter().enumerate() {
+        // The round's SNS batches, one per topic, go out at once.
+        let publishes = round.iter().map(|(action, topic, chunk)| {
             let envs: Vec<Envelope<ActionCommand>> = chunk
                 .iter()
                 .map(|(v, policy, dry_run)| {
@@ -297,14 +297,23 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
                     )
                 })
                 .collect();
-            let failed = match deps.publisher.publish_batch(topic, &envs).await {
+            async move {
+                let result = deps.publisher.publish_batch(topic, &envs).await;
+                (envs, result)
+            }
+        });
+        let published = futures::future::join_all(publishes).await;
+        let mut back = Vec::new();
+        let mut error = None;
+        for ((action, _, chunk), (envs, result)) in round.iter().zip(published) {
+            let failed = match result {
                 Ok(failed) => failed,
                 Err(e) => {
-                    // Nothing of this chunk or the rest of the round went out: back to `open` before failing.
-                    let rest = round[n..].iter().flat_map(|(_, _, c)| c).filter(|(_, _, dry)| !*dry);
-                    back.extend(rest.map(|(v, _, _)| v.clone()));
-                    deps.store.put_many(&back).await?;
-                    return Err(e.into());
+                    // Nothing of this batch went out: back to `open`, and the sweep fails once the round is done.
+                    unpublished += chunk.len();
+                    back.extend(chunk.iter().filter(|(_, _, dry)| !*dry).map(|(v, _, _)| v.clone()));
+                    error.get_or_insert(e);
+                    continue;
                 }
             };
             for (i, ((v, _, dry_run), env)) in chunk.iter().zip(&envs).enumerate() {
@@ -323,6 +332,9 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
             }
         }
         deps.store.put_many(&back).await?;
+        if let Some(e) = error {
+            return Err(e.into());
+        }
     }
     tracing::info!(
         message = "Sweep finished.",
