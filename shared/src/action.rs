@@ -221,11 +221,11 @@ const CLOSING_GROUP: usize = crate::dynamo::MAX_WRITES / 2;
 /// Where enforcements close their books: the settled ledger entry and the violation's new state.
 ///
 /// Group-committed ([`crate::coalesce`]): the records of a batch that finish together cost one BatchGetItem of
-/// their violations and one BatchWriteItem of entries and violations, where each used to cost two UpdateItems.
-/// The writes are whole-item puts, which is safe here: the ledger entry is the one this record claimed with
-/// its conditional write, and the violation is read in the same flush and changed only in its state, ledger
-/// id and update time. A scan's `last_seen` written in the milliseconds between that read and the put is lost
-/// until the next scan; the enforcement's state never is.
+/// their violations and one BatchWriteItem of entries and violations, instead of two UpdateItems each; their
+/// claims likewise (see [`Books::claim`]). The writes are whole-item puts, which is safe here: the ledger entry
+/// is the one this record claimed, and the violation is read in the same flush and changed only in its state,
+/// ledger id and update time. A scan's `last_seen` written in the milliseconds between that read and the put
+/// is lost until the next scan; the enforcement's state never is.
 pub struct Books {
     db: aws_sdk_dynamodb::Client,
     violations: TableName,
@@ -263,9 +263,9 @@ impl Books {
         Ok(())
     }
 
-    /// Claims an entry that is about to change a resource: `None` when claimed, or the entry already there (a
-    /// redelivery). Grouped: one BatchGetItem and one BatchWriteItem for the records of a batch, where each
-    /// was a conditional PutItem. The window this opens (two deliveries of one command, both reading before
+    /// Claims an entry that is about to change a resource: `None` when claimed, `Some(entry already there)` for
+    /// a redelivery (the inner option only mirrors the ungrouped path's read). Grouped: one BatchGetItem and one
+    /// BatchWriteItem for the records of a batch, instead of a conditional PutItem each. The window this opens (two deliveries of one command, both reading before
     /// either writes) lets both act, which every action tolerates, and both claims record the same state
     /// before the change; entries that change nothing are still written conditionally.
     pub async fn claim(&self, entry: &LedgerEntry) -> Result<Option<Option<LedgerEntry>>, ActionError> {

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest};
-use futures::StreamExt;
 
 use crate::error::{AwsError, Class};
 
@@ -39,51 +38,36 @@ pub fn put(item: Item) -> Result<WriteRequest, AwsError> {
     Ok(WriteRequest::builder().put_request(put).build())
 }
 
-/// Writes every `(table, request)`, 25 per call and [`CONCURRENT_CALLS`] calls at a time, retrying what
-/// DynamoDB leaves unprocessed. The caller keeps keys distinct across the whole list: DynamoDB refuses a batch
-/// that names one item twice, and calls running at once have no order between them.
+/// Writes every `(table, request)`, 25 per call, retrying what DynamoDB leaves unprocessed. The caller keeps
+/// keys distinct within a call: DynamoDB refuses a batch that names one item twice.
 pub async fn write_all(db: &aws_sdk_dynamodb::Client, requests: Vec<(String, WriteRequest)>) -> Result<(), AwsError> {
-    let mut calls: Vec<HashMap<String, Vec<WriteRequest>>> = Vec::new();
-    for (i, (table, r)) in requests.into_iter().enumerate() {
-        if i % MAX_WRITES == 0 {
-            calls.push(HashMap::new());
+    let mut requests = requests.into_iter().peekable();
+    while requests.peek().is_some() {
+        let mut pending: HashMap<String, Vec<WriteRequest>> = HashMap::new();
+        for (table, r) in requests.by_ref().take(MAX_WRITES) {
+            pending.entry(table).or_default().push(r);
         }
-        if let Some(call) = calls.last_mut() {
-            call.entry(table).or_default().push(r);
+        let mut delay = Duration::from_millis(50);
+        for attempt in 0..=RETRIES {
+            let out = db
+                .batch_write_item()
+                .set_request_items(Some(pending))
+                .send()
+                .await
+                .map_err(|e| AwsError::new("dynamodb:BatchWriteItem", e))?;
+            pending = out.unprocessed_items.unwrap_or_default();
+            pending.retain(|_, v| !v.is_empty());
+            if pending.is_empty() {
+                break;
+            }
+            if attempt == RETRIES {
+                return Err(unprocessed("dynamodb:BatchWriteItem", pending.values().map(Vec::len).sum()));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
         }
     }
-    let results: Vec<Result<(), AwsError>> =
-        futures::stream::iter(calls).map(|call| write_one(db, call)).buffer_unordered(CONCURRENT_CALLS).collect().await;
-    results.into_iter().collect()
-}
-
-/// Batch calls one [`write_all`] keeps in flight: a sweep's thousands of changes wait for tens of round trips.
-pub const CONCURRENT_CALLS: usize = 4;
-
-async fn write_one(
-    db: &aws_sdk_dynamodb::Client,
-    mut pending: HashMap<String, Vec<WriteRequest>>,
-) -> Result<(), AwsError> {
-    let mut delay = Duration::from_millis(50);
-    for attempt in 0..=RETRIES {
-        let out = db
-            .batch_write_item()
-            .set_request_items(Some(pending))
-            .send()
-            .await
-            .map_err(|e| AwsError::new("dynamodb:BatchWriteItem", e))?;
-        pending = out.unprocessed_items.unwrap_or_default();
-        pending.retain(|_, v| !v.is_empty());
-        if pending.is_empty() {
-            return Ok(());
-        }
-        if attempt == RETRIES {
-            break;
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
-    }
-    Err(unprocessed("dynamodb:BatchWriteItem", pending.values().map(Vec::len).sum()))
+    Ok(())
 }
 
 /// Reads the items with these keys from `table` (strongly consistent), 100 per call, retrying what DynamoDB

