@@ -254,13 +254,7 @@ impl Books {
     }
 
     async fn submit(&self, closing: Closing) -> Result<(), ActionError> {
-        self.group.submit(closing).await.map_err(|e| AwsError {
-            op: "dynamodb:BatchWriteItem",
-            class: Class::Transient,
-            code: "GroupWriterStopped".into(),
-            detail: e.to_string(),
-        })??;
-        Ok(())
+        Ok(self.group.call(closing, "dynamodb:BatchWriteItem").await?)
     }
 
     /// Claims an entry that is about to change a resource: `None` when claimed, `Some(entry already there)` for
@@ -269,12 +263,7 @@ impl Books {
     /// either writes) lets both act, which every action tolerates, and both claims record the same state
     /// before the change; entries that change nothing are still written conditionally.
     pub async fn claim(&self, entry: &LedgerEntry) -> Result<Option<Option<LedgerEntry>>, ActionError> {
-        let found = self.claims.submit(entry.clone()).await.map_err(|e| AwsError {
-            op: "dynamodb:BatchWriteItem",
-            class: Class::Transient,
-            code: "GroupWriterStopped".into(),
-            detail: e.to_string(),
-        })??;
+        let found = self.claims.call(entry.clone(), "dynamodb:BatchWriteItem").await?;
         Ok(found.map(Some))
     }
 

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::error::{AwsError, Class};
+
 /// A background task that hands every item submitted meanwhile, up to `max`, to one `flush`.
 pub struct Coalescer<T, R> {
     tx: mpsc::UnboundedSender<(T, oneshot::Sender<R>)>,
@@ -65,6 +67,16 @@ impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
     }
 }
 
+impl<T: Send + 'static, R: Send + 'static, E: From<AwsError> + Send + 'static> Coalescer<T, Result<R, E>> {
+    /// Submits one item of a group of `op` calls. A stopped group is a transient failure of `op`, so the
+    /// caller's record is retried rather than taken for done.
+    pub async fn call(&self, item: T, op: &'static str) -> Result<R, E> {
+        self.submit(item).await.unwrap_or_else(|e| {
+            Err(AwsError { op, class: Class::Transient, code: "GroupStopped".into(), detail: e.to_string() }.into())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +111,19 @@ mod tests {
         let results = futures::future::join_all((0..3).map(|i| c.submit(i))).await;
         assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
         assert_eq!(results.iter().filter(|r| **r == Err(Stopped)).count(), 2, "{results:?}");
+    }
+
+    #[tokio::test]
+    async fn a_call_the_group_cannot_answer_is_a_transient_failure_of_its_operation() {
+        let c = Coalescer::spawn(8, |items: Vec<u32>| async move {
+            items.into_iter().take(1).map(Ok::<u32, AwsError>).collect::<Vec<_>>()
+        });
+        let results = futures::future::join_all((0..2).map(|i| c.call(i, "ec2:DescribeInstances"))).await;
+        let failed: Vec<&AwsError> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert_eq!(failed.len(), 1, "{results:?}");
+        assert_eq!(
+            (failed[0].op, failed[0].class, failed[0].code.as_str()),
+            ("ec2:DescribeInstances", Class::Transient, "GroupStopped")
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use aws_sdk_ec2::types::{Filter, IpPermission, IpRange, Ipv6Range};
 use palisade_shared::action::{Action, ActionError, Inspection, ResourceRef};
 use palisade_shared::coalesce::Coalescer;
-use palisade_shared::error::{AwsError, Class};
+use palisade_shared::error::AwsError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -145,13 +145,9 @@ impl Action for RevokeOpenSsh {
     type Params = RevokeOpenSshParams;
 
     async fn inspect(&self, t: &ResourceRef) -> Result<Option<Inspection>, ActionError> {
-        let described = self.describe.submit(t.id.clone()).await.map_err(|e| AwsError {
-            op: "ec2:DescribeSecurityGroups",
-            class: Class::Transient,
-            code: "GroupStopped".into(),
-            detail: e.to_string(),
-        })?;
-        let Some(permissions) = described? else { return Ok(None) };
+        let Some(permissions) = self.describe.call(t.id.clone(), "ec2:DescribeSecurityGroups").await? else {
+            return Ok(None);
+        };
         let port = t.attributes.get("port").and_then(Value::as_i64).and_then(|p| i32::try_from(p).ok()).unwrap_or(22);
         let open = open_rules(&permissions, port);
         Ok(Some(Inspection { violating: !open.is_empty(), state: json!({"port": port, "open_rules": open}) }))

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use aws_sdk_ec2::types::{Filter, InstanceStateName};
 use palisade_shared::action::{Action, ActionError, Inspection, ResourceRef};
 use palisade_shared::coalesce::Coalescer;
-use palisade_shared::error::{AwsError, Class};
+use palisade_shared::error::AwsError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -78,13 +78,7 @@ impl Action for StopInstance {
     type Params = StopInstanceParams;
 
     async fn inspect(&self, t: &ResourceRef) -> Result<Option<Inspection>, ActionError> {
-        let described = self.describe.submit(t.id.clone()).await.map_err(|e| AwsError {
-            op: "ec2:DescribeInstances",
-            class: Class::Transient,
-            code: "GroupStopped".into(),
-            detail: e.to_string(),
-        })?;
-        let Some(state) = described? else { return Ok(None) };
+        let Some(state) = self.describe.call(t.id.clone(), "ec2:DescribeInstances").await? else { return Ok(None) };
         Ok(Some(Inspection { violating: is_running(state.as_str()), state: json!({"state": state.as_str()}) }))
     }
 
