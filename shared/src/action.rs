@@ -230,7 +230,7 @@ pub struct Books {
     db: aws_sdk_dynamodb::Client,
     violations: TableName,
     group: Coalescer<Closing, Result<(), AwsError>>,
-    claims: Coalescer<LedgerEntry, Result<Option<LedgerEntry>, ActionError>>,
+    claims: Coalescer<LedgerEntry, Result<Option<Option<LedgerEntry>>, ActionError>>,
 }
 
 impl Books {
@@ -257,14 +257,15 @@ impl Books {
         Ok(self.group.call(closing, "dynamodb:BatchWriteItem").await?)
     }
 
-    /// Claims an entry that is about to change a resource: `None` when claimed, `Some(entry already there)` for
-    /// a redelivery (the inner option only mirrors the ungrouped path's read). Grouped: one BatchGetItem and one
-    /// BatchWriteItem for the records of a batch, instead of a conditional PutItem each. The window this opens (two deliveries of one command, both reading before
-    /// either writes) lets both act, which every action tolerates, and both claims record the same state
-    /// before the change; entries that change nothing are still written conditionally.
+    /// Claims an entry that is about to change a resource: `None` when claimed, `Some(Some(entry already
+    /// there))` for a redelivery, `Some(None)` for the second delivery of a command within one group (the first
+    /// acts; if it fails, its own retry covers both). Grouped: one BatchGetItem and one BatchWriteItem for the
+    /// records of a batch, instead of a conditional PutItem each. The window this opens (two deliveries of one
+    /// command in different batches, both reading before either writes) lets both act, which every action
+    /// tolerates, and both claims record the same state before the change; entries that change nothing are
+    /// still written conditionally.
     pub async fn claim(&self, entry: &LedgerEntry) -> Result<Option<Option<LedgerEntry>>, ActionError> {
-        let found = self.claims.call(entry.clone(), "dynamodb:BatchWriteItem").await?;
-        Ok(found.map(Some))
+        self.claims.call(entry.clone(), "dynamodb:BatchWriteItem").await
     }
 
     /// Sets one violation's state at once (undo: rare, and alone in its batch).
@@ -293,12 +294,12 @@ impl Books {
 }
 
 /// One flush of [`Books::claim`]: reads the entries' ids, then writes those not there yet. Of two entries with
-/// one id in a group (one command delivered twice), the first is written and the second finds it.
+/// one id in a group (one command delivered twice), the first is written and the second is told a sibling has it.
 async fn write_claims(
     db: &aws_sdk_dynamodb::Client,
     ledger: &TableName,
     entries: Vec<LedgerEntry>,
-) -> Vec<Result<Option<LedgerEntry>, ActionError>> {
+) -> Vec<Result<Option<Option<LedgerEntry>>, ActionError>> {
     let fail = |e: ActionError, n: usize| (0..n).map(|_| Err(e.clone())).collect::<Vec<_>>();
     let n = entries.len();
     let mut ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
@@ -320,17 +321,19 @@ async fn write_claims(
     }
     let mut results = Vec::with_capacity(n);
     let mut writes = Vec::new();
+    let mut claimed_here = std::collections::HashSet::new();
     for e in entries {
-        match existing.get(&e.id) {
-            Some(there) => results.push(Ok(Some(there.clone()))),
-            None => {
-                match crate::dynamo::put(crate::ledger::to_item(&e)) {
-                    Ok(w) => writes.push((ledger.as_str().to_owned(), w)),
-                    Err(err) => return fail(err.into(), n),
-                }
-                results.push(Ok(None));
-                existing.insert(e.id.clone(), e);
+        if claimed_here.contains(&e.id) {
+            results.push(Ok(Some(None)));
+        } else if let Some(there) = existing.get(&e.id) {
+            results.push(Ok(Some(Some(there.clone()))));
+        } else {
+            match crate::dynamo::put(crate::ledger::to_item(&e)) {
+                Ok(w) => writes.push((ledger.as_str().to_owned(), w)),
+                Err(err) => return fail(err.into(), n),
             }
+            results.push(Ok(None));
+            claimed_here.insert(e.id);
         }
     }
     match crate::dynamo::write_all(db, writes).await {
@@ -496,7 +499,10 @@ async fn enforce<A: Action, L: Ledger>(
                 }
                 return Ok(Handled::AlreadyDone);
             }
-            None => return Ok(Handled::AlreadyDone),
+            None => {
+                tracing::info!(message = "Another delivery of this command acts; nothing to do.", ledger_id = %id);
+                return Ok(Handled::AlreadyDone);
+            }
         },
     };
     let Some(inspection) = inspection else {

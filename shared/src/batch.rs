@@ -20,6 +20,7 @@ use futures::{FutureExt, StreamExt};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use tracing::{Instrument, field::Empty};
 
+use crate::coalesce::Crew;
 use crate::config::{Env, QueueUrl, TableName, TopicArn};
 use crate::error::{Class, Classify};
 use crate::events::{Inbound, Tick};
@@ -288,23 +289,30 @@ where
 {
     let deadline: DateTime<Utc> = deadline.into();
     let started = std::time::Instant::now();
-    let fates: Vec<(String, Fate)> = futures::stream::iter(event.records.iter())
-        .map(|r| async move {
-            let id = r.message_id.clone().unwrap_or_default();
-            let span = tracing::info_span!(
-                "record",
-                message_id = %id,
-                tenant = Empty,
-                correlation_id = Empty,
-                kind = Empty,
-                attempt = attempt_of(r)
-            );
-            let fate = process_record(cfg, store, sink, r, &id, deadline, handler).instrument(span).await;
-            (id, fate)
+    // The batch's records form a crew, so the groups they write through (`crate::coalesce`) wait for exactly
+    // the siblings still on their way.
+    let crew = Crew::new();
+    let records = futures::stream::iter(event.records.iter())
+        .map(|r| {
+            let member = crew.join();
+            async move {
+                let _member = member;
+                let id = r.message_id.clone().unwrap_or_default();
+                let span = tracing::info_span!(
+                    "record",
+                    message_id = %id,
+                    tenant = Empty,
+                    correlation_id = Empty,
+                    kind = Empty,
+                    attempt = attempt_of(r)
+                );
+                let fate = process_record(cfg, store, sink, r, &id, deadline, handler).instrument(span).await;
+                (id, fate)
+            }
         })
         .buffer_unordered(cfg.concurrency)
-        .collect()
-        .await;
+        .collect::<Vec<(String, Fate)>>();
+    let fates = crew.clone().scope(records).await;
 
     let mut tally = Tally::default();
     let mut resp = SqsBatchResponse::default();

@@ -5,17 +5,94 @@
 //! ledger entry, mark its violation). One call per record is the largest share of an enforcement's calls, and
 //! DynamoDB's batch calls take 25 writes or 100 reads. Each caller still waits for its own write and gets its own
 //! result, so a record reports success only once its bookkeeping is stored, exactly as with a call of its own.
+//!
+//! How long a group waits for more items: inside a batch (the runner runs each batch in a [`Crew`]), until every
+//! record still being handled is waiting on some group, since only then can no sibling arrive any more; so a
+//! batch's records that all claim, then all close, do so in one call each, however unevenly the service answers.
+//! A fixed linger would split them whenever one record's call is a little slower than its siblings'. Outside a
+//! crew, and as a cap, a fixed time.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::error::{AwsError, Class};
 
+tokio::task_local! {
+    static CREW: Arc<Crew>;
+}
+
+/// The records of one batch: how many are still being handled, and how many of those wait on a group.
+#[derive(Debug, Default)]
+pub struct Crew {
+    live: AtomicUsize,
+    waiting: AtomicUsize,
+    changed: Notify,
+}
+
+/// One record's place in its [`Crew`], held while the record is handled.
+#[derive(Debug)]
+pub struct Member(Arc<Crew>);
+
+impl Crew {
+    /// A crew for one batch.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Counts a record in until the returned member is dropped.
+    pub fn join(self: &Arc<Self>) -> Member {
+        self.live.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+        Member(self.clone())
+    }
+
+    /// Runs `fut` (a batch) with this crew, so the groups its records submit to can see it.
+    pub async fn scope<F: Future>(self: Arc<Self>, fut: F) -> F::Output {
+        CREW.scope(self, fut).await
+    }
+
+    /// Every record still being handled waits on a group: nobody else can join one now.
+    fn all_waiting(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst) >= self.live.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+}
+
+/// Counts a submitter as waiting until its answer is sent. Not until it reads it: a sibling answered but not yet
+/// running again is about to submit elsewhere, and a group that counted it as waiting would leave without it.
+struct Waiting(Arc<Crew>);
+
+impl Waiting {
+    fn start(crew: Arc<Crew>) -> Self {
+        crew.waiting.fetch_add(1, Ordering::SeqCst);
+        crew.changed.notify_waiters();
+        Self(crew)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+}
+
+type Submitted<T, R> = (T, oneshot::Sender<R>, Option<Waiting>);
+
 /// A background task that hands every item submitted meanwhile, up to `max`, to one `flush`.
 pub struct Coalescer<T, R> {
-    tx: mpsc::UnboundedSender<(T, oneshot::Sender<R>)>,
+    tx: mpsc::UnboundedSender<Submitted<T, R>>,
 }
 
 /// The flush task is gone (it panicked): the caller's item was not written.
@@ -23,10 +100,13 @@ pub struct Coalescer<T, R> {
 #[error("the group writer stopped before answering")]
 pub struct Stopped;
 
-/// How long the first item of a group waits for the others. The records of a batch reach their bookkeeping
-/// within a few milliseconds of each other when the service answers evenly; a longer wait only adds latency,
-/// since whatever arrives during a flush goes out in the next one anyway.
+/// Outside a crew, how long the first item of a group waits for the others: whatever arrives during a flush goes
+/// out in the next one anyway, so a longer wait only adds latency.
 pub const LINGER: Duration = Duration::from_millis(3);
+
+/// Inside a crew, the longest a group waits for siblings still busy elsewhere (a slow call, a retry with
+/// backoff): past it, they go in the next group.
+pub const MAX_LINGER: Duration = Duration::from_secs(1);
 
 impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
     /// Starts the task on the current Tokio runtime. `flush` returns one result per item, in order.
@@ -35,24 +115,28 @@ impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
         F: Fn(Vec<T>) -> Fut + Send + 'static,
         Fut: Future<Output = Vec<R>> + Send,
     {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(T, oneshot::Sender<R>)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Submitted<T, R>>();
         let max = max.max(1);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
+                let crew = first.2.as_ref().map(|w| w.0.clone());
                 let mut group = vec![first];
                 if max > 1 {
-                    tokio::time::sleep(LINGER).await;
+                    gather(&mut rx, &mut group, max, crew.as_deref()).await;
                 }
-                while group.len() < max {
-                    match rx.try_recv() {
-                        Ok(x) => group.push(x),
-                        Err(_) => break,
-                    }
+                let mut items = Vec::with_capacity(group.len());
+                let mut replies = Vec::with_capacity(group.len());
+                for (item, reply, waiting) in group {
+                    items.push(item);
+                    replies.push((reply, waiting));
                 }
-                let (items, replies): (Vec<T>, Vec<oneshot::Sender<R>>) = group.into_iter().unzip();
                 // A flush that answers fewer items than it got leaves the rest to see `Stopped`: never a false Ok.
-                for (reply, result) in replies.into_iter().zip(flush(items).await) {
-                    let _ = reply.send(result);
+                let mut results = flush(items).await.into_iter();
+                for (reply, waiting) in replies {
+                    if let Some(result) = results.next() {
+                        let _ = reply.send(result);
+                    }
+                    drop(waiting);
                 }
             }
         });
@@ -61,9 +145,51 @@ impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
 
     /// Submits one item and waits for its result.
     pub async fn submit(&self, item: T) -> Result<R, Stopped> {
+        // Counted before it is sent, as the group drops the count with the answer. A group deciding in the instant
+        // between count and send leaves without this item, which then goes in the next group: one more call.
+        let waiting = CREW.try_with(Arc::clone).ok().map(Waiting::start);
         let (reply, answer) = oneshot::channel();
-        self.tx.send((item, reply)).map_err(|_| Stopped)?;
+        self.tx.send((item, reply, waiting)).map_err(|_| Stopped)?;
         answer.await.map_err(|_| Stopped)
+    }
+}
+
+/// Adds to `group` what arrives until it is full, every record of `crew` waits on some group, or the wait is over.
+async fn gather<T, R>(
+    rx: &mut mpsc::UnboundedReceiver<Submitted<T, R>>,
+    group: &mut Vec<Submitted<T, R>>,
+    max: usize,
+    crew: Option<&Crew>,
+) {
+    let drain = |rx: &mut mpsc::UnboundedReceiver<Submitted<T, R>>, group: &mut Vec<Submitted<T, R>>| {
+        while group.len() < max {
+            match rx.try_recv() {
+                Ok(x) => group.push(x),
+                Err(_) => break,
+            }
+        }
+    };
+    let Some(crew) = crew else {
+        tokio::time::sleep(LINGER).await;
+        drain(rx, group);
+        return;
+    };
+    let deadline = Instant::now() + MAX_LINGER;
+    loop {
+        let changed = crew.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        drain(rx, group);
+        if group.len() >= max || crew.all_waiting() {
+            return;
+        }
+        tokio::select! {
+            _ = changed => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                drain(rx, group);
+                return;
+            }
+        }
     }
 }
 
@@ -125,5 +251,129 @@ mod tests {
             (failed[0].op, failed[0].class, failed[0].code.as_str()),
             ("ec2:DescribeInstances", Class::Transient, "GroupStopped")
         );
+    }
+
+    /// The groups a coalescer flushed, in order.
+    type Flushed = Arc<Mutex<Vec<Vec<u32>>>>;
+
+    /// A coalescer that records each group it flushes and answers every item with itself.
+    fn recording(max: usize) -> (Coalescer<u32, u32>, Flushed) {
+        let calls = Arc::new(Mutex::new(Vec::<Vec<u32>>::new()));
+        let seen = calls.clone();
+        let c = Coalescer::spawn(max, move |items: Vec<u32>| {
+            seen.lock().unwrap_or_else(|p| p.into_inner()).push(items.clone());
+            async move { items }
+        });
+        (c, calls)
+    }
+
+    fn groups(calls: &Flushed) -> Vec<Vec<u32>> {
+        let mut g = calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        g.iter_mut().for_each(|x| x.sort_unstable());
+        g
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crew_waits_for_siblings_that_arrive_late_where_a_fixed_linger_would_split_them() {
+        // GIVEN four records whose items arrive 20 ms apart, far beyond LINGER
+        let staggered = |c: Arc<Coalescer<u32, u32>>, crew: Option<Arc<Crew>>| async move {
+            let jobs = (0..4u32).map(|i| {
+                let (c, member) = (c.clone(), crew.as_ref().map(|k| k.join()));
+                async move {
+                    let _member = member;
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(i))).await;
+                    c.submit(i).await
+                }
+            });
+            futures::future::join_all(jobs).await
+        };
+        let (alone, alone_calls) = recording(10);
+        let answers = staggered(Arc::new(alone), None).await;
+        assert_eq!(answers, (0..4).map(Ok).collect::<Vec<_>>());
+        assert_eq!(groups(&alone_calls).len(), 4, "without a crew each goes alone: {:?}", groups(&alone_calls));
+        // WHEN they are one batch's crew
+        let (together, calls) = recording(10);
+        let crew = Crew::new();
+        let started = Instant::now();
+        let answers = crew.clone().scope(staggered(Arc::new(together), Some(crew))).await;
+        // THEN one call carries all four as soon as the last arrives (not at the cap), each getting its own answer
+        assert_eq!(answers, (0..4).map(Ok).collect::<Vec<_>>());
+        assert_eq!(groups(&calls), vec![vec![0, 1, 2, 3]]);
+        assert!(started.elapsed() < Duration::from_millis(70), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sibling_that_finishes_without_submitting_releases_the_group_at_once() {
+        let (c, calls) = recording(10);
+        let crew = Crew::new();
+        let started = Instant::now();
+        let (waiting, leaving) = (crew.join(), crew.join());
+        let flushed_after = crew
+            .clone()
+            .scope(async {
+                let submit = async {
+                    let _m = waiting;
+                    let answer = c.submit(7).await;
+                    (answer, started.elapsed())
+                };
+                // the sibling fails early (say, a bad message) and never reaches the group
+                let leave = async {
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    drop(leaving);
+                };
+                let ((answer, at), ()) = tokio::join!(submit, leave);
+                assert_eq!(answer, Ok(7));
+                at
+            })
+            .await;
+        assert_eq!(groups(&calls), vec![vec![7]]);
+        assert!(flushed_after >= Duration::from_millis(30) && flushed_after < MAX_LINGER, "{flushed_after:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sibling_busy_elsewhere_holds_the_group_no_longer_than_the_cap() {
+        let (c, calls) = recording(10);
+        let crew = Crew::new();
+        let started = Instant::now();
+        let (waiting, busy) = (crew.join(), crew.join());
+        let at = crew
+            .clone()
+            .scope(async {
+                let _busy = busy; // a record stuck in a slow call of its own for the whole test
+                let _m = waiting;
+                let answer = c.submit(1).await;
+                assert_eq!(answer, Ok(1));
+                started.elapsed()
+            })
+            .await;
+        assert_eq!(groups(&calls), vec![vec![1]]);
+        assert!(at >= MAX_LINGER && at < MAX_LINGER + Duration::from_millis(50), "{at:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn records_that_claim_then_close_make_one_call_for_each_step() {
+        // GIVEN two grouped steps, the second reached only after the first answers and some uneven work
+        let (claims, claim_calls) = recording(25);
+        let (closings, close_calls) = recording(25);
+        let crew = Crew::new();
+        let jobs: Vec<_> = (0..10u32)
+            .map(|i| {
+                let member = crew.join();
+                let (claims, closings) = (&claims, &closings);
+                async move {
+                    let _member = member;
+                    tokio::time::sleep(Duration::from_millis(u64::from(i % 3) * 7)).await;
+                    let a = claims.submit(i).await;
+                    tokio::time::sleep(Duration::from_millis(u64::from(i) * 11)).await;
+                    let b = closings.submit(i + 100).await;
+                    (a, b)
+                }
+            })
+            .collect();
+        let answers = crew.clone().scope(futures::future::join_all(jobs)).await;
+        assert_eq!(answers, (0..10).map(|i| (Ok(i), Ok(i + 100))).collect::<Vec<_>>());
+        // THEN one call for the claims and one for the closings
+        assert_eq!(groups(&claim_calls), vec![(0..10).collect::<Vec<_>>()]);
+        assert_eq!(groups(&close_calls), vec![(100..110).collect::<Vec<_>>()]);
     }
 }

@@ -263,13 +263,13 @@ exceptions:
 
     # WHEN an enforcement message is delivered again, nothing changes
     fn = lam.function("enforce-stop-instance")
-    before = fn.invocations
+    before = fn.records
     stale_v = w.violations()[f"ec2-stale-instance#{stale}"]
     cmd = {"command": "enforce", "action": "stop-instance", "violation_id": stale_v["id"], "policy": "ec2-stale-instance",
            "resource": json.loads(stale_v["resource"]), "params": {}, "mode": "enforce",
            "occurrence": stale_v["first_seen"]}
     publish(stack.client("sns"), w.st.physical["EnforceStopInstanceTopic"], envelope("action.command", "123456789012", cmd))
-    wait_for(lambda: fn.invocations > before, what="the duplicate to be handled")
+    wait_for(lambda: fn.records > before, what="the duplicate to be handled")
     assert len([e for e in w.ledger() if e["resource"] == stale]) == 1
 
     # WHEN each enforcement is undone from its ledger entry, the resources are as they were

@@ -294,6 +294,22 @@ def test_every_sqs_event_source_reports_batch_item_failures(sam_template):
 
 
 # ---- enforce-* functions -------------------------------------------------------------------------------------------
+ENFORCE_CONCURRENCY = int(re.search(r"pub const ENFORCE_CONCURRENCY: usize = (\d+);",
+                                    open(os.path.join(ROOT, "shared", "src", "action.rs")).read()).group(1))
+
+
+def check_enforce_batches(name, fn, mapping):
+    """A batch's bookkeeping is one grouped write per step only if its records run at once and batches fill up."""
+    size = int(mapping.get("BatchSize", 10))
+    assert size <= ENFORCE_CONCURRENCY, (
+        f"{name} {fn}: BatchSize {size} exceeds ENFORCE_CONCURRENCY {ENFORCE_CONCURRENCY} (shared/src/action.rs), so "
+        f"a batch's records would not all be handled at once and their writes would split")
+    window = int(mapping.get("MaximumBatchingWindowInSeconds", 0))
+    assert 1 <= window <= 5, (
+        f"{name} {fn}: MaximumBatchingWindowInSeconds {window}: without a window Lambda invokes with whatever one "
+        f"poll returned (often one message), and each batch pays its bookkeeping calls again; over 5 s only delays")
+
+
 def test_enforce_functions_may_call_exactly_their_crates_permissions_plus_the_runner_on_their_own_resources(sam_template):
     name, cfn, crates = sam_template
     for fn, crate in enforce_functions(cfn, crates).items():
@@ -301,7 +317,8 @@ def test_enforce_functions_may_call_exactly_their_crates_permissions_plus_the_ru
         role = get_att(props["Role"])[0]
         mappings = sqs_mappings(cfn, fn)
         assert len(mappings) == 1, f"{name} {fn}: expected one SQS event source, found {len(mappings)}"
-        (queue, _), = mappings.values()
+        (queue, mapping), = mappings.values()
+        check_enforce_batches(name, fn, mapping)
         env = props.get("Environment", {}).get("Variables", {})
         log_group = target(props.get("LoggingConfig", {}).get("LogGroup"))
         own = {

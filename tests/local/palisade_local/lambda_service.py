@@ -2,7 +2,8 @@
 
 It reads what the stack created (functions with their environment, timeout and code; SQS event source mappings;
 EventBridge schedules), serves the Lambda Runtime API on 127.0.0.1, and runs each function's `bootstrap` from its
-code package as a process, exactly as Lambda's provided.al2023 runtime does. SQS mappings are polled in batches;
+code package as a process, exactly as Lambda's provided.al2023 runtime does. SQS mappings are polled in batches
+(BatchSize, gathered over MaximumBatchingWindowInSeconds when set);
 partial batch responses are honoured (only the listed records stay in the queue), failed records come back after
 the queue's visibility timeout, and moto's redrive policy moves them to the dead-letter queue once
 maxReceiveCount is reached. Scheduled functions are fired on demand.
@@ -65,6 +66,7 @@ class FunctionInstance:
         self.proc = None
         self.lock = threading.Lock()
         self.invocations = 0
+        self.records = 0  # SQS records whose invocation has ended (a batch may carry several deliveries)
         self._serve()
 
     # -- Runtime API --------------------------------------------------------------------------------------
@@ -159,22 +161,29 @@ class FunctionInstance:
         """Runs one invocation; returns the function's response or raises InvokeError."""
         with self.lock:  # one invocation at a time per function, like a single warm sandbox
             self.invocations += 1
-            self._ensure_running()
-            inv = _Invocation(event, self.timeout)
-            self.pending.put(inv)
-            while not inv.done.wait(0.05):
-                if self.proc.poll() is not None:
-                    self._drain(inv)
-                    reason = self.init_error or f"process exited with status {self.proc.returncode}"
-                    raise InvokeError("Runtime.ExitError", reason)
-                if time.time() * 1000 > inv.deadline_ms + 1000:
-                    self.proc.kill()
-                    self.proc.wait()
-                    self._drain(inv)
-                    raise InvokeError("Sandbox.Timedout", f"task timed out after {self.timeout} s")
-            if inv.error:
-                raise InvokeError(*inv.error)
-            return inv.result
+            try:
+                return self._invoke(event)
+            finally:
+                self.records += len(event.get("Records", [])) if isinstance(event, dict) else 0
+
+    def _invoke(self, event):
+        """One invocation in the warm process (the caller holds the lock)."""
+        self._ensure_running()
+        inv = _Invocation(event, self.timeout)
+        self.pending.put(inv)
+        while not inv.done.wait(0.05):
+            if self.proc.poll() is not None:
+                self._drain(inv)
+                reason = self.init_error or f"process exited with status {self.proc.returncode}"
+                raise InvokeError("Runtime.ExitError", reason)
+            if time.time() * 1000 > inv.deadline_ms + 1000:
+                self.proc.kill()
+                self.proc.wait()
+                self._drain(inv)
+                raise InvokeError("Sandbox.Timedout", f"task timed out after {self.timeout} s")
+        if inv.error:
+            raise InvokeError(*inv.error)
+        return inv.result
 
     def _drain(self, inv):
         # the invocation never reached (or never left) the dead process: drop it
@@ -236,7 +245,8 @@ class LambdaService:
             self.mappings.append({
                 "function": fn,
                 "queue_arn": m["EventSourceArn"],
-                "batch_size": min(int(m.get("BatchSize") or 10), 10),
+                "batch_size": int(m.get("BatchSize") or 10),
+                "window_s": int(m.get("MaximumBatchingWindowInSeconds") or 0),
                 "report_failures": "ReportBatchItemFailures" in (m.get("FunctionResponseTypes") or []),
             })
         events = self.session.client("events")
@@ -264,10 +274,7 @@ class LambdaService:
         region = self.session.region_name
         while not self.stop_event.is_set():
             try:
-                got = sqs.receive_message(
-                    QueueUrl=m["queue_url"], MaxNumberOfMessages=m["batch_size"], WaitTimeSeconds=POLL_WAIT_S,
-                    AttributeNames=["All"], MessageAttributeNames=["All"],
-                ).get("Messages", [])
+                got = self._gather(sqs, m)
             except Exception:  # moto going away at shutdown
                 if self.stop_event.is_set():
                     return
@@ -306,6 +313,26 @@ class LambdaService:
             if done:
                 sqs.delete_message_batch(QueueUrl=m["queue_url"], Entries=done)
             self.batches.append((m["function"].name, len(records), len(failed), None))
+
+    def _gather(self, sqs, m):
+        """One batch, as Lambda's poller makes it: a long poll for the first messages, then, with a batching
+        window, more polls until the batch is full or the window has passed since the first arrived."""
+        def receive(n, wait):
+            return sqs.receive_message(
+                QueueUrl=m["queue_url"], MaxNumberOfMessages=min(n, 10), WaitTimeSeconds=wait,
+                AttributeNames=["All"], MessageAttributeNames=["All"],
+            ).get("Messages", [])
+
+        got = receive(m["batch_size"], POLL_WAIT_S)
+        closes = time.monotonic() + m["window_s"]
+        while got and len(got) < m["batch_size"] and not self.stop_event.is_set():
+            left = closes - time.monotonic()
+            if left <= 0:
+                break
+            # short polls a quarter of a second apart: a long poll would return at the first message that lands
+            time.sleep(min(left, 0.25))
+            got += receive(m["batch_size"] - len(got), 0)
+        return got
 
     def function(self, suffix):
         """The function whose name ends with `suffix` (names are `<stack>-<crate>`)."""
