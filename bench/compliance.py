@@ -11,7 +11,9 @@ What runs:
     functions drain their queues.
   - Cloud Custodian (`c7n` from PyPI, bench/requirements-c7n.txt): `custodian run` with bench/c7n/policies.yml,
     the equivalent filters and actions, one process, its default settings.
-Before each tool's run, moto is reset and the same resources are seeded with boto3 (default: 2,200; see --scale).
+Each tool runs against a fresh moto, seeded with boto3 with the same resources (default: 2,200; see --scale). Both
+run --rounds times (default 3), alternating which goes first, since this VM's speed drifts by tens of percent from
+one minute to the next; the report compares each tool's median run and shows every round.
 
 Time: moto stamps every instance and access key with the time it was created. Palisade is told the time through
 its scheduled events, as in the e2e tests, so it runs at "now + 200 days"; Custodian reads the clock, so it runs
@@ -24,7 +26,7 @@ emulator's SQS polling, which is Lambda's own work in AWS) go straight to moto a
 the peak resident set (VmHWM) of each Palisade function's process, read before it exits, and the maximum RSS of
 the Custodian process from wait4(2). CPU is user + system time of those processes.
 
-Usage: python3 bench/compliance.py [--scale N] [--no-build] [--keep] [--report RESULTS_JSON]
+Usage: python3 bench/compliance.py [--scale N] [--rounds N] [--no-build] [--keep] [--report RESULTS_JSON]
 Runs itself inside the local stack's venv (tests/tools/env.sh) and installs Custodian into its own venv; prints a
 table and writes bench/COMPLIANCE.md.
 """
@@ -261,6 +263,16 @@ def iso(t):
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def probe():
+    """Seconds this machine takes for a fixed piece of single-threaded Python, timed just before each tool runs:
+    the VM's speed drifts from minute to minute, and this shows by how much between the runs it compares."""
+    start = time.perf_counter()
+    x = 0
+    for i in range(3_000_000):
+        x = (x + i * i) % 1_000_003
+    return time.perf_counter() - start
+
+
 def handled(lam):
     """Enforcement commands the enforce-* functions have handled (a failed record is retried and counted then)."""
     return sum(size - failed for name, size, failed, _ in lam.batches if "-enforce-" in name)
@@ -279,7 +291,7 @@ def run_palisade(args, bins, work):
     try:
         stack.start()
         crates = template_crates()
-        proxy = Proxy(stack.moto.url, [*crates, "custodian"])
+        proxy = Proxy(stack.moto.url, crates)
         lam = stack.lambdas
         for f in crates:  # each function's own calls go through its own proxy port (processes start on first use)
             lam.function(f).env["AWS_ENDPOINT_URL"] = proxy.url(f)
@@ -312,6 +324,7 @@ def run_palisade(args, bins, work):
             )["Attributes"].items())
 
         t0 = dt.datetime.now(UTC) + dt.timedelta(days=OFFSET_DAYS)
+        probe_s = probe()
         print("palisade: scan, sweeps, enforcement ...", file=sys.stderr)
         start = time.perf_counter()
         scan = lam.fire("compliance-scan", iso(t0))
@@ -347,35 +360,54 @@ def run_palisade(args, bins, work):
         failed = [b for b in lam.batches if b[2]]
         return {
             "made": made, "before": before, "after": after, "counts": snap["calls"], "moto_seconds": snap["seconds"],
-            "procs": procs,
+            "procs": procs, "probe": probe_s, "batches": [b[1] for b in lam.batches if "-enforce-" in b[0]],
             "scan": scan, "sweeps": sweeps, "failed_batches": failed,
             "times": {"scan": t_scan - start, "sweep": t_sweep - t_scan, "enforce": end - t_sweep,
                       "total": end - start},
-        }, stack, proxy
-    except BaseException:
+        }
+    finally:
         if proxy:
             proxy.stop()
         stack.stop()
-        raise
 
 
 # -- Cloud Custodian -----------------------------------------------------------------------------------------------
 
-def run_custodian(args, stack, proxy, work):
-    """Resets the same moto, seeds the same resources, and runs `custodian run` once over bench/c7n/policies.yml."""
-    print("custodian: resetting moto and seeding ...", file=sys.stderr)
-    stack.lambdas.stop()
-    stack.lambdas = None
-    urllib.request.urlopen(urllib.request.Request(stack.moto.url + "/moto-api/reset", method="POST"))
-    made = seed(stack.session, args.scale)
-    before = state(stack.session, made)
-    proxy.reset()
+def run_custodian(args, work):
+    """Starts a fresh moto, seeds the same resources, and runs `custodian run` once over bench/c7n/policies.yml."""
+    sys.path.insert(0, str(ROOT / "tests" / "local"))
+    import boto3
+    from palisade_local.moto_server import MotoServer
+
+    work.mkdir(parents=True, exist_ok=True)
+    moto = MotoServer(log_path=str(work / "moto.log")).start()
+    proxy = None
+    try:
+        menv = moto.env()
+        os.environ.update(menv)
+        session = boto3.Session(aws_access_key_id=menv["AWS_ACCESS_KEY_ID"],
+                                aws_secret_access_key=menv["AWS_SECRET_ACCESS_KEY"], region_name=REGION)
+        proxy = Proxy(moto.url, ["custodian"])
+        print("custodian: seeding ...", file=sys.stderr)
+        made = seed(session, args.scale)
+        before = state(session, made)
+        proxy.reset()
+        return custodian(args, work, session, proxy, made, before)
+    finally:
+        if proxy:
+            proxy.stop()
+        moto.stop()
+
+
+def custodian(args, work, session, proxy, made, before):
+    """`custodian run` over the seeded moto, through `proxy`; returns its figures."""
     out = work / "c7n-out"
     c7n_bin = Path(os.environ["BENCH_C7N_BIN"])
     env = {**os.environ, "AWS_ENDPOINT_URL": proxy.url("custodian"), "AWS_DEFAULT_REGION": REGION,
            "AWS_REGION": REGION}
     cmd = [str(c7n_bin / "python"), str(BENCH / "c7n" / "custodian_at.py"), str(OFFSET_DAYS), "run", "--region",
            REGION, "-s", str(out), "--cache", str(work / "c7n-cache.pkl"), str(BENCH / "c7n" / "policies.yml")]
+    probe_s = probe()
     print("custodian: run ...", file=sys.stderr)
     log = open(work / "custodian.log", "wb")
     start = time.perf_counter()
@@ -395,8 +427,8 @@ def run_custodian(args, stack, proxy, work):
                                       "action_time": metrics.get("ActionTime", 0.0)}
     snap = proxy.counts()
     return {
-        "made": made, "before": before, "after": state(stack.session, made), "counts": snap["calls"],
-        "moto_seconds": snap["seconds"],
+        "made": made, "before": before, "after": state(session, made), "counts": snap["calls"],
+        "moto_seconds": snap["seconds"], "probe": probe_s,
         "rss_kb": ru.ru_maxrss, "cpu": ru.ru_utime + ru.ru_stime, "policies": policies,
         "times": {"scan": sum(p["resource_time"] for p in policies.values()),
                   "enforce": sum(p["action_time"] for p in policies.values()), "total": end - start},
@@ -426,8 +458,16 @@ def mib(kb):
     return f"{kb / 1024:.1f} MiB"
 
 
+def median_index(rounds, tool):
+    """The round whose total wall time for `tool` is the median (the lower one of an even count)."""
+    ordered = sorted(range(len(rounds)), key=lambda i: rounds[i][tool]["times"]["total"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def report(results, write):
-    pal, c7n, scale = results["palisade"], results["custodian"], results["scale"]
+    rounds, scale = results["rounds"], results["scale"]
+    pi, ci = median_index(rounds, "palisade"), median_index(rounds, "custodian")
+    pal, c7n = rounds[pi]["palisade"], rounds[ci]["custodian"]
     c7n_v, moto_v = results["versions"]["c7n"], results["versions"]["moto"]
     made = pal["made"]
     n_pal = len(made["buckets"]) + len(made["instances"]) + len(made["groups"]) + len(made["keys"]) + len(made["grants"])
@@ -465,8 +505,9 @@ def report(results, write):
         pol_lines.append(f"| {name} | {p['resources']} | {p['resource_time']:.1f} s | {p['action_time']:.1f} s |")
     outcome = ["| still violating | seeded | after Palisade | after Custodian |", "|---|---:|---:|---:|"]
     for k in pal["before"]:
-        c = "n/a" if k == "expired grants in force" else c7n["after"][k]
-        outcome.append(f"| {k} | {pal['before'][k]} | {pal['after'][k]} | {c} |")
+        worst_p = max(rd["palisade"]["after"][k] for rd in rounds)
+        c = "n/a" if k == "expired grants in force" else max(rd["custodian"]["after"][k] for rd in rounds)
+        outcome.append(f"| {k} | {pal['before'][k]} | {worst_p} | {c} |")
 
     def ops(counts, n=14):
         top = by_operation(counts)
@@ -486,14 +527,31 @@ def report(results, write):
                    f"resources. moto answered {pc / pt['total']:.0f} calls a second for Palisade and "
                    f"{cc / ct['total']:.0f} for Custodian.")
     ratio = ct["total"] / pt["total"]
-    speed = f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower"
-    verdict = (f"Palisade took {pt['total']:.1f} s end to end against Custodian's {ct['total']:.1f} s ({speed}), "
+    speed = f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
+    wins = sum(rd["palisade"]["times"]["total"] < rd["custodian"]["times"]["total"] for rd in rounds)
+    round_lines = ["| round | first | Palisade | Custodian | Custodian / Palisade | probe before Palisade | "
+                   "probe before Custodian | Palisade's batches (mean records) |",
+                   "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for i, rd in enumerate(rounds):
+        p_, c_ = rd["palisade"], rd["custodian"]
+        b = p_.get("batches") or [0]
+        round_lines.append(
+            f"| {i + 1} | {rd['order'][0].capitalize()} | {p_['times']['total']:.1f} s | {c_['times']['total']:.1f} s "
+            f"| {c_['times']['total'] / p_['times']['total']:.2f} | {p_['probe']:.2f} s | {c_['probe']:.2f} s "
+            f"| {len(b)} ({sum(b) / len(b):.1f}) |")
+    round_lines = "\n".join(round_lines)
+    peak_pal = max(max(r for r, _ in rd["palisade"]["procs"].values()) for rd in rounds)
+    peak_c7n = max(rd["custodian"]["rss_kb"] for rd in rounds)
+    verdict = (f"Over {len(rounds)} rounds, Palisade's median run took {pt['total']:.1f} s end to end against "
+               f"Custodian's median {ct['total']:.1f} s ({speed}); Palisade was faster in {wins} of {len(rounds)} "
+               f"rounds. In those median runs it "
                f"made {pc / n_pal:.2f} API calls per resource against {cc / n_c7n:.2f}, used {pal_cpu:.1f} s of CPU "
                f"against {c7n['cpu']:.1f} s, and its largest process peaked at {mib(pal_rss)} against Custodian's "
                f"{mib(c7n['rss_kb'])} ({pal_rss / c7n['rss_kb']:.0%}; all {len(pal['procs'])} functions together "
-               f"{mib(pal_sum_rss)}). Target (issue 4): faster than Custodian "
+               f"{mib(pal_sum_rss)}; the highest peaks over all rounds: {mib(peak_pal)} against {mib(peak_c7n)}). "
+               f"Target (issue 4): faster than Custodian "
                f"({'met' if ratio > 1 else 'not met'}) and at a fraction of its memory "
-               f"({'met' if pal_rss < c7n['rss_kb'] else 'not met'}).")
+               f"({'met' if peak_pal < peak_c7n else 'not met'}).")
     cpu = "unknown CPU"
     try:
         m = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
@@ -505,22 +563,31 @@ def report(results, write):
 
     md = f"""# Compliance benchmark: Palisade beside Cloud Custodian
 
-Generated by `python3 bench/compliance.py --scale {scale}` on {results["date"]}: {cpu}, {os.cpu_count()} cores,
-Linux {platform.release()}, Python {platform.python_version()}, moto {moto_v} (one `moto_server` process, shared by
-both tools, reset and re-seeded before each), Cloud Custodian (`c7n`) {c7n_v}, Palisade's {results["binaries"]}.
+Generated by `python3 bench/compliance.py --scale {scale} --rounds {len(rounds)}` on {results["date"]}: {cpu},
+{os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}, moto {moto_v} (a fresh
+`moto_server` process for each tool in each round, seeded alike), Cloud Custodian (`c7n`) {c7n_v}, Palisade's
+{results["binaries"]}.
 
 Seeded resources ({n_pal}): {len(made['buckets'])} S3 buckets, {len(made['instances'])} EC2 instances,
 {len(made['groups'])} security groups, {len(made['keys'])} IAM users with one access key each, {len(made['grants'])}
 temporary access grants (Palisade only: rows in its grants table, which Custodian has no equivalent for).
 Policies: `bench/palisade/policies.yaml` and their Custodian equivalents in `bench/c7n/policies.yml`.
 
+Each tool's median run of {len(rounds)} (Palisade's from round {pi + 1}, Custodian's from round {ci + 1}); every
+figure below is from these two runs unless it says otherwise:
+
 {table}
 
 {verdict}
 
+Every round (the rounds alternate which tool goes first; the probe is a fixed piece of single-threaded Python
+timed just before each run, so it shows how fast the VM was at the time):
+
+{round_lines}
+
 {bookkeeping}
 
-What each tool left violating, read back from moto (both must reach zero):
+What each tool left violating, read back from moto (both must reach zero; the worst of all rounds):
 
 {outcome}
 
@@ -551,15 +618,17 @@ How it is measured and what differs:
   "enforce" runs from the end of the last sweep until the enforce-* functions have handled every published
   command, counted from the emulator's own record of batches, not by asking moto (enforcement starts while the
   sweeps are still publishing); then every queue is checked empty and no violation `enforcing`. The emulator
-  runs one warm process per function, batches of 10, the six enforce-* functions in parallel, each long-polling
-  20 s as Lambda does; real Lambda would also scale them out.
+  runs one warm process per function, the six enforce-* functions in parallel, each long-polling 20 s as Lambda
+  does and gathering batches of up to 10 over the template's 1 s batching window; real Lambda would also scale
+  them out.
 - Custodian's "scan" is the sum of its policies' resource times (listing, augmenting, filtering), "enforce" the
   sum of their action times; its total also counts the process start and policy loading. It acts on first
   sight: it has no reminders, grace periods, approvals, exceptions, ledger or undo. Palisade's figures include all
   of that: violations upserted in DynamoDB, one reminder digest per owner, every enforcement's before state in
   the ledger before the change (the claim that also stops a duplicate), the after state, and the violation
   marked enforced; the records of a batch make those writes together (one BatchGetItem and one BatchWriteItem
-  for their claims, the same for their after states and marks). The sweep marks violations 25 per call and
+  for their claims, the same for their after states and marks: a group waits until every record of the batch
+  still at work is waiting on one). The sweep marks violations 25 per call and
   publishes 10 commands per SNS call, one batch per action topic in turn; the scan writes new violations 25
   per call.
 - moto's SQS walks the whole queue for every message it receives or SNS delivers to it (each computes all the
@@ -595,6 +664,8 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, Custodian's output)")
     ap.add_argument("--bin-dir", help="take the function binaries from here instead (e.g. a debug build, to try the "
                                       "harness quickly; the figures are for release builds)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="run both tools this many times, alternating which goes first, and report medians")
     ap.add_argument("--report", metavar="RESULTS_JSON", help="only report, from the results.json of a kept run")
     args = ap.parse_args()
     if args.report:
@@ -602,18 +673,18 @@ def main():
     ensure_env(sys.argv[1:])
     bins = build(args.no_build, args.bin_dir)
     work = Path(tempfile.mkdtemp(prefix="palisade-bench-"))
-    stack = proxy = None
-    try:
-        pal, stack, proxy = run_palisade(args, bins, work)
-        c7n = run_custodian(args, stack, proxy, work)
-    finally:
-        if proxy:
-            proxy.stop()
-        if stack:
-            stack.stop()
+    rounds = []
+    for r in range(args.rounds):
+        # Alternating the order spreads the VM's drift over both tools instead of handing it to the second.
+        order = ("palisade", "custodian") if r % 2 == 0 else ("custodian", "palisade")
+        got = {"order": list(order)}
+        for tool in order:
+            print(f"round {r + 1}/{args.rounds}: {tool}", file=sys.stderr)
+            here = work / f"round{r + 1}-{tool}"
+            got[tool] = run_palisade(args, bins, here) if tool == "palisade" else run_custodian(args, here)
+        rounds.append(got)
     kind = "release host builds" if bins == TARGET / "release" else f"function binaries from {bins}"
-    results = {"scale": args.scale, "date": dt.date.today().isoformat(), "palisade": pal, "custodian": c7n,
-               "binaries": kind,
+    results = {"scale": args.scale, "date": dt.date.today().isoformat(), "rounds": rounds, "binaries": kind,
                "versions": {"c7n": version("c7n", str(Path(os.environ["BENCH_C7N_BIN"]) / "python")),
                             "moto": version("moto", sys.executable)}}
     (work / "results.json").write_text(json.dumps(results, indent=1))
@@ -621,10 +692,12 @@ def main():
         print(f"work directory (logs, Custodian's output, results.json): {work}", file=sys.stderr)
     else:
         shutil.rmtree(work, ignore_errors=True)
-    for name, r in (("Palisade", pal), ("Custodian", c7n)):
-        left = {k: v for k, v in r["after"].items() if v and not (name == "Custodian" and k == "expired grants in force")}
-        if left:
-            print(f"WARNING: {name} left violations: {left}", file=sys.stderr)
+    for i, rd in enumerate(rounds):
+        for name, r in (("Palisade", rd["palisade"]), ("Custodian", rd["custodian"])):
+            left = {k: v for k, v in r["after"].items()
+                    if v and not (name == "Custodian" and k == "expired grants in force")}
+            if left:
+                print(f"WARNING: round {i + 1}: {name} left violations: {left}", file=sys.stderr)
     report(results, not args.no_write)
 
 
