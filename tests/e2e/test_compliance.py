@@ -207,6 +207,9 @@ exceptions:
     }
     assert all(v["state"] == "open" for v in mine.values())
     assert mine[f"ec2-stale-instance#{stale}"]["owner"] == f"ops-{w.tag}@example.com"
+    # buckets and users are listed without tags; the scan reads them for the violating ones only
+    assert mine[f"s3-public-access-block#{open_bucket}"]["owner"] == f"data-{w.tag}@example.com"
+    assert mine[f"iam-access-key-rotation#{key}"]["owner"] == f"dev-{w.tag}@example.com"
 
     # WHEN the first sweep runs at t0: reminders go out, nothing is enforced yet
     r = lam.fire("compliance-sweep", iso(t0))

@@ -60,7 +60,8 @@ impl Collector {
                 break;
             }
         }
-        // Each bucket takes three calls; several buckets at once, in their listed order.
+        // Each bucket takes two calls (its tags a third, if it violates a policy: see `add_tags`); several
+        // buckets at once, in their listed order.
         let found: Vec<Result<Option<Resource>, AwsError>> =
             futures::stream::iter(names).map(|name| self.bucket(name)).buffered(CONCURRENCY).collect().await;
         found.into_iter().filter_map(Result::transpose).collect()
@@ -100,21 +101,11 @@ impl Collector {
                 None
             }
         };
-        let tags = match self.s3.get_bucket_tagging().bucket(&name).send().await {
-            Ok(o) => o.tag_set.into_iter().map(|t| (t.key, t.value)).collect(),
-            Err(e) => {
-                let e = AwsError::new("s3:GetBucketTagging", e);
-                if !e.is_code("NoSuchTagSet") {
-                    return Err(e);
-                }
-                BTreeMap::new()
-            }
-        };
         Ok(Some(Resource {
             kind: ResourceKind::S3Bucket,
             arn: format!("arn:aws:s3:::{name}"),
             id: name,
-            tags,
+            tags: BTreeMap::new(),
             facts: Facts::Bucket { public_access_block: pab, encryption },
         }))
     }
@@ -153,19 +144,16 @@ impl Collector {
         while let Some(user) = pages.next().await {
             users.push(user.map_err(|e| AwsError::new("iam:ListUsers", e))?);
         }
-        // Each user takes two calls; several users at once, in their listed order.
+        // Each user takes one call (its tags a second, if a key violates a policy: see `add_tags`); several
+        // users at once, in their listed order.
         let found: Vec<Result<Vec<Resource>, AwsError>> =
             futures::stream::iter(users).map(|u| self.user_keys(u)).buffered(CONCURRENCY).collect().await;
         Ok(found.into_iter().collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect())
     }
 
-    /// One user's access keys, with the user's tags.
+    /// One user's access keys, without the user's tags (see `add_tags`).
     async fn user_keys(&self, user: aws_sdk_iam::types::User) -> Result<Vec<Resource>, AwsError> {
         let name = user.user_name().to_owned();
-        let tags: BTreeMap<String, String> = match self.iam.list_user_tags().user_name(&name).send().await {
-            Ok(o) => o.tags.into_iter().map(|t| (t.key, t.value)).collect(),
-            Err(e) => return Err(AwsError::new("iam:ListUserTags", e)),
-        };
         let keys = self
             .iam
             .list_access_keys()
@@ -180,7 +168,7 @@ impl Collector {
                 kind: ResourceKind::IamAccessKey,
                 id: id.to_owned(),
                 arn: user.arn().to_owned(),
-                tags: tags.clone(),
+                tags: BTreeMap::new(),
                 facts: Facts::AccessKey {
                     user: name.clone(),
                     status: k.status().map_or("Unknown", |s| s.as_str()).to_owned(),
@@ -219,6 +207,67 @@ impl Collector {
             }
         }
         Ok(out)
+    }
+
+    /// Reads the tags of the resources marked in `wanted`, where `kind`'s listing leaves them out (buckets, access
+    /// keys: a call per bucket or user). Tags only name a violation's owner and match exceptions, and no check of
+    /// these kinds reads them, so only violating resources need them: a compliant account costs no tag reads.
+    pub async fn add_tags(&self, kind: ResourceKind, found: &mut [Resource], wanted: &[bool]) -> Result<(), AwsError> {
+        let owners: Vec<String> = match kind {
+            ResourceKind::S3Bucket => found.iter().map(|r| r.id.clone()).collect(),
+            ResourceKind::IamAccessKey => found
+                .iter()
+                .map(|r| match &r.facts {
+                    Facts::AccessKey { user, .. } => user.clone(),
+                    _ => String::new(),
+                })
+                .collect(),
+            // listed with their tags
+            ResourceKind::Ec2Instance | ResourceKind::SecurityGroup | ResourceKind::AccessGrant => return Ok(()),
+        };
+        let mut names: Vec<&str> =
+            owners.iter().zip(wanted).filter(|(n, w)| **w && !n.is_empty()).map(|(n, _)| n.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let read: Vec<Result<(&str, BTreeMap<String, String>), AwsError>> = futures::stream::iter(names)
+            .map(|name| async move {
+                let tags = match kind {
+                    ResourceKind::S3Bucket => self.bucket_tags(name).await?,
+                    _ => self.user_tags(name).await?,
+                };
+                Ok((name, tags))
+            })
+            .buffered(CONCURRENCY)
+            .collect()
+            .await;
+        let tags: BTreeMap<&str, BTreeMap<String, String>> = read.into_iter().collect::<Result<_, _>>()?;
+        for ((r, owner), w) in found.iter_mut().zip(&owners).zip(wanted) {
+            if let (true, Some(t)) = (*w, tags.get(owner.as_str())) {
+                r.tags = t.clone();
+            }
+        }
+        Ok(())
+    }
+
+    async fn bucket_tags(&self, name: &str) -> Result<BTreeMap<String, String>, AwsError> {
+        match self.s3.get_bucket_tagging().bucket(name).send().await {
+            Ok(o) => Ok(o.tag_set.into_iter().map(|t| (t.key, t.value)).collect()),
+            Err(e) => {
+                let e = AwsError::new("s3:GetBucketTagging", e);
+                // gone since it was listed: its violation closes at the next scan
+                if e.is_code("NoSuchTagSet") || e.is_code("NoSuchBucket") { Ok(BTreeMap::new()) } else { Err(e) }
+            }
+        }
+    }
+
+    async fn user_tags(&self, name: &str) -> Result<BTreeMap<String, String>, AwsError> {
+        match self.iam.list_user_tags().user_name(name).send().await {
+            Ok(o) => Ok(o.tags.into_iter().map(|t| (t.key, t.value)).collect()),
+            Err(e) => {
+                let e = AwsError::new("iam:ListUserTags", e);
+                if e.is_code("NoSuchEntity") { Ok(BTreeMap::new()) } else { Err(e) }
+            }
+        }
     }
 
     /// Active grants, through the grants table's `by-status` index.

@@ -190,8 +190,13 @@ pub async fn scan(deps: &Deps, now: DateTime<Utc>) -> Result<ScanReport, Complia
     let mut opened: Vec<Violation> = Vec::new();
     let mut continuing: Vec<Change> = Vec::new();
     for kind in &kinds {
-        let resources = deps.collector.collect(*kind).await?;
+        let mut resources = deps.collector.collect(*kind).await?;
         report.scanned.insert(kind.as_str().to_owned(), resources.len());
+        let violating: Vec<bool> = resources
+            .iter()
+            .map(|r| policies.for_kind(*kind).any(|p| palisade_policy::evaluate(p, r, now).is_some()))
+            .collect();
+        deps.collector.add_tags(*kind, &mut resources, &violating).await?;
         for r in &resources {
             for p in policies.for_kind(*kind) {
                 let Some(f) = palisade_policy::evaluate(p, r, now) else { continue };
