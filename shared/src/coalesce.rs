@@ -14,7 +14,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -29,8 +29,9 @@ tokio::task_local! {
 /// The records of one batch: how many are still being handled, and how many of those wait on a group.
 #[derive(Debug, Default)]
 pub struct Crew {
-    live: AtomicUsize,
-    waiting: AtomicUsize,
+    live: AtomicIsize,
+    // may dip below zero for an instant: see `Coalescer::submit`
+    waiting: AtomicIsize,
     changed: Notify,
 }
 
@@ -56,6 +57,11 @@ impl Crew {
         CREW.scope(self, fut).await
     }
 
+    fn count_waiting(&self) {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
     /// Every record still being handled waits on a group: nobody else can join one now.
     fn all_waiting(&self) -> bool {
         self.waiting.load(Ordering::SeqCst) >= self.live.load(Ordering::SeqCst)
@@ -69,17 +75,9 @@ impl Drop for Member {
     }
 }
 
-/// Counts a submitter as waiting until its answer is sent. Not until it reads it: a sibling answered but not yet
-/// running again is about to submit elsewhere, and a group that counted it as waiting would leave without it.
+/// Uncounts a submitter once its answer is sent. Not once it reads it: a sibling answered but not yet running
+/// again is about to submit elsewhere, and a group that counted it as waiting would leave without it.
 struct Waiting(Arc<Crew>);
-
-impl Waiting {
-    fn start(crew: Arc<Crew>) -> Self {
-        crew.waiting.fetch_add(1, Ordering::SeqCst);
-        crew.changed.notify_waiters();
-        Self(crew)
-    }
-}
 
 impl Drop for Waiting {
     fn drop(&mut self) {
@@ -145,11 +143,21 @@ impl<T: Send + 'static, R: Send + 'static> Coalescer<T, R> {
 
     /// Submits one item and waits for its result.
     pub async fn submit(&self, item: T) -> Result<R, Stopped> {
-        // Counted before it is sent, as the group drops the count with the answer. A group deciding in the instant
-        // between count and send leaves without this item, which then goes in the next group: one more call.
-        let waiting = CREW.try_with(Arc::clone).ok().map(Waiting::start);
+        // Counted in only once sent: a group woken by the count then finds the item in the channel (counted before,
+        // on another worker thread the group could decide in between and leave without it). The group may answer
+        // and uncount it before it is counted in; the count dips below zero for that instant, which only delays.
+        let crew = CREW.try_with(Arc::clone).ok();
         let (reply, answer) = oneshot::channel();
-        self.tx.send((item, reply, waiting)).map_err(|_| Stopped)?;
+        let guard = crew.as_ref().map(|c| Waiting(c.clone()));
+        if let Err(mpsc::error::SendError(lost)) = self.tx.send((item, reply, guard)) {
+            if let Some(w) = &lost.2 {
+                w.0.count_waiting(); // balances the guard's drop
+            }
+            return Err(Stopped);
+        }
+        if let Some(c) = &crew {
+            c.count_waiting();
+        }
         answer.await.map_err(|_| Stopped)
     }
 }
@@ -375,5 +383,28 @@ mod tests {
         // THEN one call for the claims and one for the closings
         assert_eq!(groups(&claim_calls), vec![(0..10).collect::<Vec<_>>()]);
         assert_eq!(groups(&close_calls), vec![(100..110).collect::<Vec<_>>()]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_a_multi_threaded_runtime_a_group_never_leaves_without_a_sibling_already_counted() {
+        // The group runs on another worker thread than the records: were a record counted as waiting before its
+        // item is in the channel, the group could wake in between, find everyone waiting and leave without it.
+        for round in 0..300u32 {
+            let (c, calls) = recording(10);
+            let crew = Crew::new();
+            let jobs: Vec<_> = (0..4u32)
+                .map(|i| {
+                    let member = crew.join();
+                    let c = &c;
+                    async move {
+                        let _member = member;
+                        c.submit(i).await
+                    }
+                })
+                .collect();
+            let answers = crew.clone().scope(futures::future::join_all(jobs)).await;
+            assert_eq!(answers, (0..4).map(Ok).collect::<Vec<_>>());
+            assert_eq!(groups(&calls), vec![vec![0, 1, 2, 3]], "round {round}");
+        }
     }
 }

@@ -61,6 +61,37 @@ def test_duplicate_delivery_changes_the_resource_once_and_records_one_entry(stac
     assert len(applied) == 1, applied
 
 
+
+def test_commands_of_one_batch_stop_their_instances_together_and_each_is_recorded(stack):
+    # GIVEN three running instances, an instance id that does not exist, and a command for each, in one batch
+    st = stack.stacks["compliance"]
+    instances = [_instance(stack) for _ in range(3)]
+    ghost = "i-0123456789abcdef0"
+    fn = stack.lambdas.function("enforce-stop-instance")
+    before = fn.records
+    envs = [envelope("action.command", "acme", enforce_command("stop-instance", f"v-{uuid.uuid4()}", "ec2-instance", t))
+            for t in [*instances, ghost]]
+    stack.client("sns").publish_batch(TopicArn=st.physical["EnforceStopInstanceTopic"], PublishBatchRequestEntries=[
+        {"Id": str(n), "Message": json.dumps(e), "MessageAttributes": {
+            "tenant": {"DataType": "String", "StringValue": "acme"},
+            "kind": {"DataType": "String", "StringValue": "action.command"},
+            "schema_version": {"DataType": "Number", "StringValue": str(e["schema_version"])}}}
+        for n, e in enumerate(envs)])
+    wait_for(lambda: fn.records >= before + 4 or None, what="the four commands to be handled")
+    # THEN the three are stopped in one StopInstances call (the ghost is found gone at the re-check)
+    lines = [json.loads(line) for line in open(fn.log_path, encoding="utf-8") if line.startswith("{")]
+    stops = [r for r in lines if r.get("message") == "Instances stopped in one call."]
+    assert stops and stops[-1]["count"] == 3, stops[-3:]
+    # AND each has its own applied entry with its own before and after state
+    for i in instances:
+        assert _state(stack, i) in ("stopping", "stopped")
+    entries = {e["resource"]: e for e in _ledger(stack, "action") if e["resource"] in [*instances, ghost]}
+    assert {r: e["outcome"] for r, e in entries.items()} == {**{i: "applied" for i in instances}, ghost: "gone"}
+    for i in instances:
+        details = json.loads(entries[i]["details"])
+        assert details["before"] == {"state": "running"}
+        assert details["after"]["state"] in ("stopping", "stopped")
+
 def test_poison_messages_end_in_the_dlq_with_an_incident_and_an_alert(stack, alerts):
     st = stack.stacks["compliance"]
     sqs, sns = stack.client("sqs"), stack.client("sns")

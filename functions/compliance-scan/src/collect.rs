@@ -13,6 +13,9 @@ use palisade_shared::error::AwsError;
 /// waiting, and a handful at once stays far below every service's request rate.
 const CONCURRENCY: usize = 8;
 
+/// A resource's tags, key to value.
+type Tags = BTreeMap<String, String>;
+
 /// SDK clients of the accounts' services.
 pub struct Collector {
     /// S3.
@@ -229,7 +232,7 @@ impl Collector {
             owners.iter().zip(wanted).filter(|(n, w)| **w && !n.is_empty()).map(|(n, _)| n.as_str()).collect();
         names.sort_unstable();
         names.dedup();
-        let read: Vec<Result<(&str, BTreeMap<String, String>), AwsError>> = futures::stream::iter(names)
+        let read: Vec<Result<(&str, Tags), AwsError>> = futures::stream::iter(names)
             .map(|name| async move {
                 let tags = match kind {
                     ResourceKind::S3Bucket => self.bucket_tags(name).await?,
@@ -240,7 +243,7 @@ impl Collector {
             .buffered(CONCURRENCY)
             .collect()
             .await;
-        let tags: BTreeMap<&str, BTreeMap<String, String>> = read.into_iter().collect::<Result<_, _>>()?;
+        let tags: BTreeMap<&str, Tags> = read.into_iter().collect::<Result<_, _>>()?;
         for ((r, owner), w) in found.iter_mut().zip(&owners).zip(wanted) {
             if let (true, Some(t)) = (*w, tags.get(owner.as_str())) {
                 r.tags = t.clone();
@@ -249,7 +252,7 @@ impl Collector {
         Ok(())
     }
 
-    async fn bucket_tags(&self, name: &str) -> Result<BTreeMap<String, String>, AwsError> {
+    async fn bucket_tags(&self, name: &str) -> Result<Tags, AwsError> {
         match self.s3.get_bucket_tagging().bucket(name).send().await {
             Ok(o) => Ok(o.tag_set.into_iter().map(|t| (t.key, t.value)).collect()),
             Err(e) => {
@@ -260,7 +263,7 @@ impl Collector {
         }
     }
 
-    async fn user_tags(&self, name: &str) -> Result<BTreeMap<String, String>, AwsError> {
+    async fn user_tags(&self, name: &str) -> Result<Tags, AwsError> {
         match self.iam.list_user_tags().user_name(name).send().await {
             Ok(o) => Ok(o.tags.into_iter().map(|t| (t.key, t.value)).collect()),
             Err(e) => {

@@ -26,6 +26,8 @@ pub struct StopInstance {
     ec2: aws_sdk_ec2::Client,
     /// The records of a batch re-check their instances in one DescribeInstances call.
     describe: Coalescer<String, Described>,
+    /// ... and stop them in one StopInstances call (per hibernate setting).
+    stop: Coalescer<(String, bool), Result<String, AwsError>>,
 }
 
 /// Instances re-checked per DescribeInstances call: a whole SQS batch.
@@ -40,7 +42,12 @@ impl StopInstance {
             let ec2 = client.clone();
             async move { describe(&ec2, ids).await }
         });
-        Self { ec2, describe }
+        let client = ec2.clone();
+        let stop = Coalescer::spawn(DESCRIBE_GROUP, move |items: Vec<(String, bool)>| {
+            let ec2 = client.clone();
+            async move { stop_all(&ec2, items).await }
+        });
+        Self { ec2, describe, stop }
     }
 }
 
@@ -68,6 +75,64 @@ async fn describe(ec2: &aws_sdk_ec2::Client, ids: Vec<String>) -> Vec<Described>
     ids.iter().map(|id| Ok(states.get(id).filter(|s| **s != InstanceStateName::Terminated).cloned())).collect()
 }
 
+/// Stops `items` (instance, hibernate) with one call per hibernate setting; returns each one's new state, in
+/// order. A call that fails whole (one instance gone or not hibernatable since its re-check) is repeated one
+/// instance at a time, so only the instance at fault fails.
+async fn stop_all(ec2: &aws_sdk_ec2::Client, items: Vec<(String, bool)>) -> Vec<Result<String, AwsError>> {
+    let mut results: Vec<Option<Result<String, AwsError>>> = items.iter().map(|_| None).collect();
+    for hibernate in [false, true] {
+        let ids: Vec<String> = items.iter().filter(|(_, h)| *h == hibernate).map(|(id, _)| id.clone()).collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let mut states = match stop_ids(ec2, &ids, hibernate).await {
+            Ok(states) => states,
+            Err(e) if ids.len() == 1 => HashMap::from([(ids[0].clone(), Err(e))]),
+            Err(_) => {
+                let mut one_by_one = HashMap::new();
+                for id in &ids {
+                    let state = match stop_ids(ec2, std::slice::from_ref(id), hibernate).await {
+                        Ok(mut s) => s.remove(id).unwrap_or_else(|| Ok("stopping".to_owned())),
+                        Err(e) => Err(e),
+                    };
+                    one_by_one.insert(id.clone(), state);
+                }
+                one_by_one
+            }
+        };
+        for (slot, (id, h)) in results.iter_mut().zip(&items) {
+            if *h == hibernate {
+                *slot = Some(states.remove(id).unwrap_or_else(|| Ok("stopping".to_owned())));
+            }
+        }
+    }
+    results.into_iter().map(|r| r.unwrap_or_else(|| Ok("stopping".to_owned()))).collect()
+}
+
+/// One StopInstances call: the state each instance it answered for is now in.
+async fn stop_ids(
+    ec2: &aws_sdk_ec2::Client,
+    ids: &[String],
+    hibernate: bool,
+) -> Result<HashMap<String, Result<String, AwsError>>, AwsError> {
+    let out = ec2
+        .stop_instances()
+        .set_instance_ids(Some(ids.to_vec()))
+        .hibernate(hibernate)
+        .send()
+        .await
+        .map_err(|e| AwsError::new("ec2:StopInstances", e))?;
+    tracing::info!(message = "Instances stopped in one call.", count = ids.len(), hibernate);
+    Ok(out
+        .stopping_instances()
+        .iter()
+        .filter_map(|c| {
+            let state = c.current_state().and_then(|s| s.name()).map_or("stopping", |s| s.as_str());
+            Some((c.instance_id()?.to_owned(), Ok(state.to_owned())))
+        })
+        .collect())
+}
+
 fn is_running(state: &str) -> bool {
     matches!(state, "running" | "pending")
 }
@@ -83,16 +148,8 @@ impl Action for StopInstance {
     }
 
     async fn apply(&self, t: &ResourceRef, p: &StopInstanceParams, _: &Inspection) -> Result<Value, ActionError> {
-        let out = self
-            .ec2
-            .stop_instances()
-            .instance_ids(&t.id)
-            .hibernate(p.hibernate)
-            .send()
-            .await
-            .map_err(|e| AwsError::new("ec2:StopInstances", e))?;
-        let state = out.stopping_instances().first().and_then(|c| c.current_state()).and_then(|s| s.name());
-        Ok(json!({"state": state.map_or("stopping", |s| s.as_str())}))
+        let state: String = self.stop.call((t.id.clone(), p.hibernate), "ec2:StopInstances").await?;
+        Ok(json!({"state": state}))
     }
 
     async fn undo(&self, t: &ResourceRef, before: &Value) -> Result<Value, ActionError> {

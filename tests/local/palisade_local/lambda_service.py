@@ -29,6 +29,10 @@ from . import deploy
 POLL_WAIT_S = 20
 
 
+# The message attributes Lambda puts in an SQS event record.
+LAMBDA_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp", "SenderId", "ApproximateFirstReceiveTimestamp"]
+
+
 class InvokeError(Exception):
     def __init__(self, error_type, message):
         super().__init__(f"{error_type}: {message}")
@@ -320,7 +324,7 @@ class LambdaService:
         def receive(n, wait):
             return sqs.receive_message(
                 QueueUrl=m["queue_url"], MaxNumberOfMessages=min(n, 10), WaitTimeSeconds=wait,
-                AttributeNames=["All"], MessageAttributeNames=["All"],
+                AttributeNames=LAMBDA_ATTRIBUTES, MessageAttributeNames=["All"],
             ).get("Messages", [])
 
         got = receive(m["batch_size"], POLL_WAIT_S)
