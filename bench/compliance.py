@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Compliance benchmark: Palisade's scan, sweeps and enforcement beside Cloud Custodian, over the same resources in
-the same moto, in one run.
+"""Compliance benchmark: Palisade's scan, sweeps and enforcement beside Cloud Custodian, over the same resources,
+each tool on a fresh moto, in rounds that alternate which tool goes first.
 
 What runs:
   - Palisade: the compliance stack from infra/compliance.yaml, deployed into moto by the local stack
