@@ -1,6 +1,7 @@
 """The foundation's real path: SNS -> SQS -> the real function binary through the Runtime API -> ledger, with
 duplicate delivery recorded once, and poison messages kept in the dead-letter queue with an incident and an alert."""
 import json
+import os
 import time
 import uuid
 
@@ -69,6 +70,7 @@ def test_commands_of_one_batch_stop_their_instances_together_and_each_is_recorde
     ghost = "i-0123456789abcdef0"
     fn = stack.lambdas.function("enforce-stop-instance")
     before = fn.records
+    logged = sum(1 for _ in open(fn.log_path, encoding="utf-8")) if os.path.exists(fn.log_path) else 0
     envs = [envelope("action.command", "acme", enforce_command("stop-instance", f"v-{uuid.uuid4()}", "ec2-instance", t))
             for t in [*instances, ghost]]
     stack.client("sns").publish_batch(TopicArn=st.physical["EnforceStopInstanceTopic"], PublishBatchRequestEntries=[
@@ -78,10 +80,11 @@ def test_commands_of_one_batch_stop_their_instances_together_and_each_is_recorde
             "schema_version": {"DataType": "Number", "StringValue": str(e["schema_version"])}}}
         for n, e in enumerate(envs)])
     wait_for(lambda: fn.records >= before + 4 or None, what="the four commands to be handled")
-    # THEN the three are stopped in one StopInstances call (the ghost is found gone at the re-check)
-    lines = [json.loads(line) for line in open(fn.log_path, encoding="utf-8") if line.startswith("{")]
-    stops = [r for r in lines if r.get("message") == "Instances stopped in one call."]
-    assert stops and stops[-1]["count"] == 3, stops[-3:]
+    # THEN the three are stopped by grouped StopInstances calls, usually one (a sibling slower than the group's
+    # 1 s cap, as on a loaded CI machine, goes in the next); the ghost is found gone at the re-check
+    lines = [json.loads(line) for line in list(open(fn.log_path, encoding="utf-8"))[logged:] if line.startswith("{")]
+    stops = [r["count"] for r in lines if r.get("message") == "Instances stopped in one call."]
+    assert sum(stops) == 3 and max(stops) >= 2, stops
     # AND each has its own applied entry with its own before and after state
     for i in instances:
         assert _state(stack, i) in ("stopping", "stopped")
